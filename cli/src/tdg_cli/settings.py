@@ -1,0 +1,13 @@
+"""The CLI's settings: where the services are, and the caller's token."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from tdg_core.settings import TdgSettings
+
+
+class CliSettings(TdgSettings):
+    catalog_addr: str = "127.0.0.1:50051"
+    # The caller's bearer token (`tdg token issue …` prints one for development).
+    token: SecretStr | None = None
+    call_timeout_s: float = Field(default=10.0, gt=0)

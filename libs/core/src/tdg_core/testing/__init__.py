@@ -1,0 +1,7 @@
+"""Test support: the fixture types of the pytest plugin `tdg_core.testing.plugin`."""
+
+from tdg_core.testing._availability import docker_available, unavailable
+from tdg_core.testing._kafka import KafkaBroker
+from tdg_core.testing._opa import OpaEndpoint
+
+__all__ = ["KafkaBroker", "OpaEndpoint", "docker_available", "unavailable"]

@@ -1,0 +1,40 @@
+"""The tdg pytest plugin (entry point `tdg`): session fixtures for the real dependencies.
+
+- `kafka` → `KafkaBroker` (bootstrap, owned, stop/start)
+- `opa` → `OpaEndpoint` (url, owned, stop/start), serving the repository's `policies/`
+- `postgres_url` → a `postgresql+asyncpg://` URL
+
+Each honours an environment variable naming a running one (TDG_KAFKA_BOOTSTRAP, TDG_OPA_URL,
+TDG_TEST_POSTGRES_URL), else starts one from the tools provisioned by `make setup`, else from
+Docker through testcontainers when a daemon answers; otherwise the test fails in CI and is skipped
+elsewhere. What a fixture starts, it stops at the end of the session.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from tdg_core.testing._kafka import KafkaBroker, kafka
+from tdg_core.testing._opa import OpaEndpoint, opa
+from tdg_core.testing._postgres import postgres_url
+
+__all__ = ["kafka", "opa", "postgres_url", "restart_stopped_dependencies"]
+
+
+@pytest.fixture(autouse=True)
+def restart_stopped_dependencies(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that stops the broker or OPA and fails before starting it again must not take the
+    rest of the session down with it: start it again after the test."""
+    yield
+    for name in ("kafka", "opa"):
+        # Only what this test actually got: asking for a fixture that skipped would skip again.
+        dependency = getattr(request.node, "funcargs", {}).get(name)
+        if isinstance(dependency, KafkaBroker | OpaEndpoint) and dependency.stopped:
+            warnings.warn(
+                f"{request.node.nodeid} left {name} stopped; starting it again",
+                stacklevel=1,
+            )
+            dependency.start()

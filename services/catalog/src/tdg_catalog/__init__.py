@@ -1,0 +1,1 @@
+"""tdg_catalog."""

@@ -1,0 +1,78 @@
+"""Wires the catalog: database (migrated), outbox relay to Kafka, gRPC server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tdg.catalog.v1 import catalog_pb2_grpc
+from tdg_core.auth import TokenVerifier
+from tdg_core.db import create_engine, upgrade_to_head
+from tdg_core.events import EventProducer, TopicSpec
+from tdg_core.grpc import GrpcService, build_server
+from tdg_core.grpc.server import HealthMonitor
+from tdg_core.outbox import Outbox
+from tdg_core.policy import PolicyClient
+
+from tdg_catalog.catalog import Catalog
+from tdg_catalog.servicer import SERVICE_NAME, CatalogServicer, resource_of
+from tdg_catalog.settings import EVENTS_TOPIC, CatalogSettings
+from tdg_catalog.store import outbox
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class CatalogApp:
+    server: grpc.aio.Server
+    monitor: HealthMonitor
+    port: int
+    engine: AsyncEngine
+    outbox: Outbox
+    producer: EventProducer
+    policy: PolicyClient
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.monitor.start()
+        self.outbox.start()
+
+    async def close(self) -> None:
+        await self.outbox.stop()
+        await self.producer.stop()
+        await self.policy.close()
+        await self.engine.dispose()
+
+
+async def build_app(settings: CatalogSettings) -> CatalogApp:
+    engine = create_engine(settings.catalog_database_url)
+    await upgrade_to_head(engine, MIGRATIONS)
+    producer = EventProducer(settings.kafka_bootstrap, client_id="tdg-catalog")
+    relay = Outbox(
+        outbox,
+        engine,
+        producer,
+        topics=[TopicSpec(EVENTS_TOPIC, partitions=settings.catalog_events_partitions)],
+    )
+    catalog = Catalog(engine, relay, settings.catalog_search_candidates)
+    policy = PolicyClient(settings.opa_url, settings.opa_timeout_s)
+
+    async def database_up() -> bool:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return True
+
+    service = GrpcService(
+        name=SERVICE_NAME,
+        register=lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(
+            CatalogServicer(catalog, settings.catalog_public_base_uri), server
+        ),
+        resource_of=resource_of,
+        # Kafka is not required to serve: the outbox keeps events until it returns.
+        dependencies={"database": database_up},
+    )
+    server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
+    return CatalogApp(server, monitor, port, engine, relay, producer, policy)

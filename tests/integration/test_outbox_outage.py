@@ -1,0 +1,36 @@
+"""With Kafka down the catalog keeps working; the events go out once when it returns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tdg.catalog.v1 import catalog_pb2 as pb
+
+from tests.integration.helpers import events_for, example
+
+pytestmark = pytest.mark.integration
+
+
+async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, catalog_app) -> None:
+    if not kafka.owned:
+        pytest.fail("this story stops the broker: run it against the session's own Kafka")
+    officer = caller("lyon-data-office", "metropole-lyon", "data-officer")
+    request = example("bike-counters")
+    await asyncio.to_thread(kafka.stop)
+    try:
+        registered = await officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10)
+        published = await officer.stub.PublishDataset(
+            pb.PublishDatasetRequest(id=request.id), metadata=officer.md, timeout=10
+        )
+        assert registered.dataset.id == request.id
+        assert published.dataset.status == pb.DATASET_STATUS_PUBLISHED
+        assert await catalog_app.outbox.pending() >= 2
+    finally:
+        await asyncio.to_thread(kafka.start)
+    events = await events_for(kafka.bootstrap, request.id, expected=2, timeout_s=60)
+    assert [e.type for e in events] == [
+        "tdg.events.v1.DatasetRegistered",
+        "tdg.events.v1.DatasetPublished",
+    ]
+    assert await catalog_app.outbox.pending() == 0
