@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,17 @@ WRITE_OPTION = "tdg_write"
 def writer(engine: AsyncEngine) -> AsyncEngine:
     """The same engine (same pool), for transactions that write."""
     return engine.execution_options(**{WRITE_OPTION: True})
+
+
+_WRITE_LOCKS: dict[int, asyncio.Lock] = {}
+
+
+def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[object]:
+    """Serialises this process's write transactions on SQLite (one writer at a time anyway) in
+    FIFO order, instead of SQLite's busy-wait backoff; PostgreSQL needs no gate."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    return _WRITE_LOCKS.setdefault(id(engine.sync_engine.pool), asyncio.Lock())
 
 
 def create_engine(url: str) -> AsyncEngine:

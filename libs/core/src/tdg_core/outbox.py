@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tdg_core.db import write_gate
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec, ensure_topics
 
 log = structlog.get_logger("tdg.outbox")
@@ -154,10 +155,11 @@ class Outbox:
                 for topic, items in by_topic.items():
                     await self._producer.send_many(topic, items)
                 sent = [r.seq for r in rows]
-                await conn.execute(
-                    update(t).where(t.c.seq.in_(sent)).values(sent_at=datetime.now(UTC))
-                )
-                await conn.commit()
+                async with write_gate(self._engine):
+                    await conn.execute(
+                        update(t).where(t.c.seq.in_(sent)).values(sent_at=datetime.now(UTC))
+                    )
+                    await conn.commit()
             finally:
                 if postgres:
                     await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})

@@ -3,6 +3,7 @@ transaction, then wakes the outbox relay. No gRPC here: the servicer translates.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tdg_core.db import writer
+from tdg_core.db import write_gate, writer
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tdg_core.outbox import Outbox
 
@@ -194,8 +195,24 @@ class _Transaction:
         self._outbox = outbox
         self._write = write
         self._cm: Any = None
+        self._gate: contextlib.AbstractAsyncContextManager[object] | None = None
 
     async def __aenter__(self) -> AsyncConnection:
+        if self._write:
+            self._gate = write_gate(self._engine)
+            await self._gate.__aenter__()
+        try:
+            return await self._begin()
+        except BaseException:
+            await self._release()
+            raise
+
+    async def _release(self) -> None:
+        if self._gate is not None:
+            gate, self._gate = self._gate, None
+            await gate.__aexit__(None, None, None)
+
+    async def _begin(self) -> AsyncConnection:
         self._cm = self._engine.begin()
         try:
             conn: AsyncConnection = await self._cm.__aenter__()
@@ -210,5 +227,7 @@ class _Transaction:
             raise Unavailable(
                 f"catalog database unavailable: {db_exc.__class__.__name__}"
             ) from db_exc
+        finally:
+            await self._release()
         if exc_type is None and self._write:
             self._outbox.notify()
