@@ -48,7 +48,7 @@ class Catalog:
             updated_at=now,
         )
         async with self._write() as conn:
-            await store.insert_dataset(conn, dataset, search.document_text(dataset))
+            await store.insert_dataset(conn, dataset, _index(dataset))
             await self._emit(conn, event_for("registered", dataset))
         return dataset
 
@@ -70,7 +70,7 @@ class Catalog:
             # Access level and schema constrain each other (personal needs a subject column).
             validation.validate_schema(current.schema, merged.access_level)
             updated = dataclasses.replace(current, metadata=merged, updated_at=datetime.now(UTC))
-            await store.save_dataset(conn, updated, search.document_text(updated))
+            await store.save_dataset(conn, updated, _index(updated))
             await self._emit(conn, event_for("metadata", updated, changed_fields=changed))
         return updated
 
@@ -100,7 +100,7 @@ class Catalog:
                 current, schema=new_schema, latest_schema_version=version, updated_at=now
             )
             await store.add_schema_version(conn, dataset_id, new_schema)
-            await store.save_dataset(conn, updated, search.document_text(updated))
+            await store.save_dataset(conn, updated, _index(updated))
             await self._emit(
                 conn, event_for("schema", updated, previous_version=current.latest_schema_version)
             )
@@ -112,7 +112,7 @@ class Catalog:
             updated = dataclasses.replace(
                 current, status=lifecycle.publish(current.status), updated_at=datetime.now(UTC)
             )
-            await store.save_dataset(conn, updated, search.document_text(updated))
+            await store.save_dataset(conn, updated, _index(updated))
             await self._emit(conn, event_for("published", updated))
         return updated
 
@@ -127,7 +127,7 @@ class Catalog:
                 deprecation_reason=reason,
                 updated_at=datetime.now(UTC),
             )
-            await store.save_dataset(conn, updated, search.document_text(updated))
+            await store.save_dataset(conn, updated, _index(updated))
             await self._emit(conn, event_for("deprecated", updated))
         return updated
 
@@ -164,9 +164,11 @@ class Catalog:
             raise InvalidArgument("query", "needs at least one word to search for")
         async with self._read() as conn:
             candidates = await store.search_candidates(conn, terms, scope, self._search_candidates)
-        scored = [(d, search.rank(terms, d)) for d in candidates]
-        hits = sorted((h for h in scored if h[1] > 0), key=lambda h: (-h[1], h[0].id))
-        return hits[: limit or DEFAULT_SEARCH_LIMIT]
+            scored = [(dataset_id, search.rank_fields(terms, f)) for dataset_id, f in candidates]
+            best = sorted((h for h in scored if h[1] > 0), key=lambda h: (-h[1], h[0]))
+            best = best[: limit or DEFAULT_SEARCH_LIMIT]
+            found = await store.get_datasets(conn, [dataset_id for dataset_id, _ in best])
+        return [(found[dataset_id], score) for dataset_id, score in best if dataset_id in found]
 
     async def export_dcat(self, base_uri: str) -> tuple[dict[str, Any], int]:
         async with self._read() as conn:
@@ -184,6 +186,10 @@ class Catalog:
     async def _emit(self, conn: AsyncConnection, keyed_event: Any) -> None:
         key, event = keyed_event
         await self._outbox.add(conn, EVENTS_TOPIC, key, event)
+
+
+def _index(d: Dataset) -> store.SearchIndex:
+    return store.SearchIndex(search.document_text(d), search.search_fields(d))
 
 
 class _Transaction:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 from tdg_catalog.model import Dataset
@@ -110,28 +110,37 @@ class _Field:
         return PREFIX_MATCH if " " + term in self.padded else 0.0
 
 
-@lru_cache(maxsize=16_384)
-def _field(text: str) -> _Field:
-    return _Field(normalize(text))
+def search_fields(d: Dataset) -> list[str]:
+    """The normalised ranked fields of a dataset, in `_WEIGHTS` order: what the store keeps so
+    that ranking needs neither the whole dataset nor normalising again."""
+    m = d.metadata
+    return [
+        normalize(m.title),
+        normalize(" ".join(m.keywords)),
+        normalize(" ".join(c.name for c in d.schema.columns)),
+        normalize(m.description),
+        normalize(" ".join(c.description for c in d.schema.columns)),
+    ]
+
+
+_WEIGHTS = (TITLE, KEYWORDS, COLUMN_NAMES, DESCRIPTION, COLUMN_DESCRIPTIONS)
 
 
 def rank(terms: list[str], d: Dataset) -> float:
-    """How well `d` answers the query terms: 0.0 unless every term matches a word (or a word's
-    beginning) somewhere; otherwise higher when terms match in the title, then keywords, column
-    names, and the descriptions, and whole words rather than beginnings."""
+    """How well `d` answers the query terms (see `rank_fields`)."""
+    return rank_fields(terms, search_fields(d))
+
+
+def rank_fields(terms: list[str], fields: Sequence[str]) -> float:
+    """0.0 unless every term matches a word (or a word's beginning) somewhere; otherwise higher
+    when terms match in the title, then keywords, column names, and the descriptions, and whole
+    words rather than beginnings. `fields` come from `search_fields`."""
     if not terms:
         return 0.0
-    m = d.metadata
-    fields = (
-        (TITLE, _field(m.title)),
-        (KEYWORDS, _field(" ".join(m.keywords))),
-        (COLUMN_NAMES, _field(" ".join(c.name for c in d.schema.columns))),
-        (DESCRIPTION, _field(m.description)),
-        (COLUMN_DESCRIPTIONS, _field(" ".join(c.description for c in d.schema.columns))),
-    )
+    weighted = [(w, _Field(f)) for w, f in zip(_WEIGHTS, fields, strict=True)]
     score = 0.0
     for term in terms:
-        scores = [weight * f.match(term) for weight, f in fields]
+        scores = [weight * f.match(term) for weight, f in weighted]
         best = max(scores)
         if best == 0.0:
             return 0.0

@@ -14,4 +14,4 @@ class CatalogSettings(ServiceSettings):
     catalog_public_base_uri: str = "https://data.example.org/tdg"
     catalog_events_partitions: int = Field(default=3, ge=1)
     # Search ranks at most this many prefiltered candidates per query.
-    catalog_search_candidates: int = Field(default=2000, ge=10)
+    catalog_search_candidates: int = Field(default=20_000, ge=10)

@@ -55,6 +55,8 @@ datasets = Table(
     Column("latest_schema", JSON, nullable=False),
     # Normalised text over the searchable fields (see search.document_text), for the prefilter.
     Column("search_text", Text, nullable=False),
+    # The normalised ranked fields (see search.search_fields): ranking reads only these.
+    Column("search_fields", JSON, nullable=False),
     Column("deprecation_reason", Text, nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
@@ -103,7 +105,15 @@ def _dataset_of(row: Row[Any], schema: Schema | None = None) -> Dataset:
     )
 
 
-async def insert_dataset(conn: AsyncConnection, d: Dataset, search_text: str) -> None:
+@dataclass(frozen=True, slots=True)
+class SearchIndex:
+    """What the search reads of a dataset: the prefilter text and the ranked fields."""
+
+    text: str
+    fields: list[str]
+
+
+async def insert_dataset(conn: AsyncConnection, d: Dataset, index: SearchIndex) -> None:
     now = d.created_at or datetime.now(UTC)
     try:
         await conn.execute(
@@ -115,7 +125,8 @@ async def insert_dataset(conn: AsyncConnection, d: Dataset, search_text: str) ->
                 metadata=metadata_to_dict(d.metadata),
                 latest_schema_version=d.latest_schema_version,
                 latest_schema=schema_to_dict(d.schema),
-                search_text=search_text,
+                search_text=index.text,
+                search_fields=index.fields,
                 deprecation_reason="",
                 created_at=now,
                 updated_at=now,
@@ -170,7 +181,7 @@ async def get_dataset(
     return _dataset_of(row, schema)
 
 
-async def save_dataset(conn: AsyncConnection, d: Dataset, search_text: str) -> None:
+async def save_dataset(conn: AsyncConnection, d: Dataset, index: SearchIndex) -> None:
     """Update a dataset's row after a metadata change, a status change or a new schema version."""
     await conn.execute(
         update(datasets)
@@ -181,7 +192,8 @@ async def save_dataset(conn: AsyncConnection, d: Dataset, search_text: str) -> N
             metadata=metadata_to_dict(d.metadata),
             latest_schema_version=d.latest_schema_version,
             latest_schema=schema_to_dict(d.schema),
-            search_text=search_text,
+            search_text=index.text,
+            search_fields=index.fields,
             deprecation_reason=d.deprecation_reason,
             updated_at=d.updated_at or datetime.now(UTC),
         )
@@ -266,14 +278,25 @@ async def list_datasets(
 
 async def search_candidates(
     conn: AsyncConnection, terms: Sequence[str], scope: DraftScope, limit: int
-) -> list[Dataset]:
-    """Datasets whose search text contains every term (the prefilter before ranking)."""
+) -> list[tuple[str, list[str]]]:
+    """(id, ranked fields) of the datasets whose search text contains every term: the prefilter
+    before ranking; only the small search columns are read."""
     conditions = [_visible(scope)]
     for term in terms:
         escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         conditions.append(datasets.c.search_text.like(f"%{escaped}%", escape="\\"))
-    rows = (await conn.execute(select(datasets).where(*conditions).limit(limit))).all()
-    return [_dataset_of(r) for r in rows]
+    query = (
+        select(datasets.c.id, datasets.c.search_fields)
+        .where(*conditions)
+        .order_by(datasets.c.id)
+        .limit(limit)
+    )
+    return [(r.id, r.search_fields) for r in (await conn.execute(query)).all()]
+
+
+async def get_datasets(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, Dataset]:
+    rows = (await conn.execute(select(datasets).where(datasets.c.id.in_(list(ids))))).all()
+    return {r.id: _dataset_of(r) for r in rows}
 
 
 async def published_datasets(conn: AsyncConnection) -> list[Dataset]:

@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("latest_schema_version", sa.Integer, nullable=False),
         sa.Column("latest_schema", sa.JSON, nullable=False),
         sa.Column("search_text", sa.Text, nullable=False),
+        sa.Column("search_fields", sa.JSON, nullable=False),
         sa.Column("deprecation_reason", sa.Text, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
