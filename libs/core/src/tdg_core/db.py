@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from tdg_core.errors import Unavailable
 
 WRITE_OPTION = "tdg_write"
 """Execution option marking a transaction that will write (SQLite: BEGIN IMMEDIATE)."""
@@ -31,6 +35,22 @@ def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[ob
     if engine.dialect.name != "sqlite":
         return contextlib.nullcontext()
     return _WRITE_LOCKS.setdefault(id(engine.sync_engine.pool), asyncio.Lock())
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, *, write: bool, name: str
+) -> AsyncIterator[AsyncConnection]:
+    """One transaction: writers pass the write gate and take SQLite's lock up front; a database
+    that cannot be reached becomes Unavailable (constraint violations stay for the store)."""
+    async with write_gate(engine) if write else contextlib.nullcontext():
+        try:
+            async with (writer(engine) if write else engine).begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise
+        except (DBAPIError, OSError) as exc:
+            raise Unavailable(f"{name} database unavailable: {exc.__class__.__name__}") from exc
 
 
 def create_engine(url: str) -> AsyncEngine:

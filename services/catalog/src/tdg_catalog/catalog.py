@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tdg_core.db import write_gate, writer
-from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from tdg_core.db import transaction
+from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tdg_core.outbox import Outbox
 
 from tdg_catalog import compatibility, lifecycle, search, store, validation
@@ -48,7 +47,7 @@ class Catalog:
             updated_at=now,
         )
         async with self._write() as conn:
-            await store.insert_dataset(conn, dataset, _index(dataset))
+            await store.insert_dataset(conn, dataset)
             await self._emit(conn, event_for("registered", dataset))
         return dataset
 
@@ -70,7 +69,7 @@ class Catalog:
             # Access level and schema constrain each other (personal needs a subject column).
             validation.validate_schema(current.schema, merged.access_level)
             updated = dataclasses.replace(current, metadata=merged, updated_at=datetime.now(UTC))
-            await store.save_dataset(conn, updated, _index(updated))
+            await store.save_dataset(conn, updated)
             await self._emit(conn, event_for("metadata", updated, changed_fields=changed))
         return updated
 
@@ -100,7 +99,7 @@ class Catalog:
                 current, schema=new_schema, latest_schema_version=version, updated_at=now
             )
             await store.add_schema_version(conn, dataset_id, new_schema)
-            await store.save_dataset(conn, updated, _index(updated))
+            await store.save_dataset(conn, updated)
             await self._emit(
                 conn, event_for("schema", updated, previous_version=current.latest_schema_version)
             )
@@ -112,7 +111,7 @@ class Catalog:
             updated = dataclasses.replace(
                 current, status=lifecycle.publish(current.status), updated_at=datetime.now(UTC)
             )
-            await store.save_dataset(conn, updated, _index(updated))
+            await store.save_dataset(conn, updated)
             await self._emit(conn, event_for("published", updated))
         return updated
 
@@ -127,7 +126,7 @@ class Catalog:
                 deprecation_reason=reason,
                 updated_at=datetime.now(UTC),
             )
-            await store.save_dataset(conn, updated, _index(updated))
+            await store.save_dataset(conn, updated)
             await self._emit(conn, event_for("deprecated", updated))
         return updated
 
@@ -177,63 +176,16 @@ class Catalog:
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._engine, self._outbox, write=True)
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with transaction(self._engine, write=True, name="catalog") as conn:
+            yield conn
+        # Committed: the relay sends the event now rather than at its next poll.
+        self._outbox.notify()
 
-    def _read(self) -> _Transaction:
-        return _Transaction(self._engine, self._outbox, write=False)
+    def _read(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return transaction(self._engine, write=False, name="catalog")
 
     async def _emit(self, conn: AsyncConnection, keyed_event: Any) -> None:
         key, event = keyed_event
         await self._outbox.add(conn, EVENTS_TOPIC, key, event)
-
-
-def _index(d: Dataset) -> store.SearchIndex:
-    return store.SearchIndex(search.document_text(d), search.search_fields(d))
-
-
-class _Transaction:
-    """A connection in a transaction; database errors become Unavailable; the outbox relay is
-    woken after a successful write."""
-
-    def __init__(self, engine: AsyncEngine, outbox: Outbox, write: bool) -> None:
-        self._engine = writer(engine) if write else engine
-        self._outbox = outbox
-        self._write = write
-        self._cm: Any = None
-        self._gate: contextlib.AbstractAsyncContextManager[object] | None = None
-
-    async def __aenter__(self) -> AsyncConnection:
-        if self._write:
-            self._gate = write_gate(self._engine)
-            await self._gate.__aenter__()
-        try:
-            return await self._begin()
-        except BaseException:
-            await self._release()
-            raise
-
-    async def _release(self) -> None:
-        if self._gate is not None:
-            gate, self._gate = self._gate, None
-            await gate.__aexit__(None, None, None)
-
-    async def _begin(self) -> AsyncConnection:
-        self._cm = self._engine.begin()
-        try:
-            conn: AsyncConnection = await self._cm.__aenter__()
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise Unavailable(f"catalog database unavailable: {exc.__class__.__name__}") from exc
-        return conn
-
-    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        try:
-            await self._cm.__aexit__(exc_type, exc, tb)
-        except (OperationalError, DBAPIError) as db_exc:
-            raise Unavailable(
-                f"catalog database unavailable: {db_exc.__class__.__name__}"
-            ) from db_exc
-        finally:
-            await self._release()
-        if exc_type is None and self._write:
-            self._outbox.notify()

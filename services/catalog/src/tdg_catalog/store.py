@@ -37,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from tdg_core.errors import AlreadyExists, InvalidArgument, NotFound
 from tdg_core.outbox import outbox_table
 
+from tdg_catalog import search
 from tdg_catalog.codec import metadata_from_dict, metadata_to_dict, schema_from_dict, schema_to_dict
 from tdg_catalog.model import AccessLevel, Dataset, DraftScope, Schema, Status
 
@@ -105,15 +106,7 @@ def _dataset_of(row: Row[Any], schema: Schema | None = None) -> Dataset:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SearchIndex:
-    """What the search reads of a dataset: the prefilter text and the ranked fields."""
-
-    text: str
-    fields: list[str]
-
-
-async def insert_dataset(conn: AsyncConnection, d: Dataset, index: SearchIndex) -> None:
+async def insert_dataset(conn: AsyncConnection, d: Dataset) -> None:
     now = d.created_at or datetime.now(UTC)
     try:
         await conn.execute(
@@ -125,8 +118,8 @@ async def insert_dataset(conn: AsyncConnection, d: Dataset, index: SearchIndex) 
                 metadata=metadata_to_dict(d.metadata),
                 latest_schema_version=d.latest_schema_version,
                 latest_schema=schema_to_dict(d.schema),
-                search_text=index.text,
-                search_fields=index.fields,
+                search_text=search.document_text(d),
+                search_fields=search.search_fields(d),
                 deprecation_reason="",
                 created_at=now,
                 updated_at=now,
@@ -181,7 +174,7 @@ async def get_dataset(
     return _dataset_of(row, schema)
 
 
-async def save_dataset(conn: AsyncConnection, d: Dataset, index: SearchIndex) -> None:
+async def save_dataset(conn: AsyncConnection, d: Dataset) -> None:
     """Update a dataset's row after a metadata change, a status change or a new schema version."""
     await conn.execute(
         update(datasets)
@@ -192,8 +185,8 @@ async def save_dataset(conn: AsyncConnection, d: Dataset, index: SearchIndex) ->
             metadata=metadata_to_dict(d.metadata),
             latest_schema_version=d.latest_schema_version,
             latest_schema=schema_to_dict(d.schema),
-            search_text=index.text,
-            search_fields=index.fields,
+            search_text=search.document_text(d),
+            search_fields=search.search_fields(d),
             deprecation_reason=d.deprecation_reason,
             updated_at=d.updated_at or datetime.now(UTC),
         )
