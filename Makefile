@@ -10,7 +10,7 @@ OPA     := $(TOOLS)/bin/opa
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: help setup venv kafka opa postgres kustomize proto proto-check lint fmt policy-test unit integration test bench bench-quick demo up down status k8s-validate clean
+.PHONY: help setup venv kafka opa postgres kustomize proto proto-check lint fmt policy-test unit integration test bench bench-quick demo up down status k8s-validate policy-bundle clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -69,9 +69,11 @@ test: setup lint policy-test ## every test: lint, types, policies, unit, integra
 
 bench: setup ## benchmarks (full size), JSON figures on the last line of each
 	$(PY) bench/catalog_bench.py
+	$(PY) bench/policy_bench.py
 
 bench-quick: setup ## every benchmark in --quick mode (smoke test)
 	$(PY) bench/catalog_bench.py --quick
+	$(PY) bench/policy_bench.py --quick
 
 up: setup ## start the local stack in the background (Kafka, OPA, services)
 	.venv/bin/tdg dev up
@@ -88,6 +90,9 @@ demo: setup ## set up, start the local stack and run the catalog demo
 
 k8s-validate: venv kustomize ## validate deploy/k8s offline
 	$(PY) scripts/validate_k8s.py
+
+policy-bundle: opa ## the policies as an OPA bundle for the Kubernetes sidecars (var/policies.tar.gz)
+	OPA=$(OPA) bash deploy/k8s/build-policy-bundle.sh var/policies.tar.gz
 
 clean: ## remove local state (var/), keep the tool cache (.tools/)
 	-.venv/bin/tdg dev down

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The catalog demo run by `make demo`, against the stack started by `tdg dev up`.
+# The demo run by `make demo` against the stack started by `tdg dev up`: the catalog, then an
+# access request approved with conditions, OPA's decision, a revocation, and citizen consent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tdg=.venv/bin/tdg
@@ -46,5 +47,52 @@ head -c 600 var/dev/catalog.dcat.jsonld; echo " …"
 
 step "the events on tdg.catalog.events"
 .venv/bin/python scripts/tail_events.py tdg.catalog.events --max 20
+
+admin=$($tdg token issue --party platform-ops --org tdg-platform --role platform-admin)
+app=$($tdg token issue --party velo-start-app --org velo-start)
+portal=$($tdg token issue --party citizen-portal --org tdg-platform --role consent-registrar)
+opa_read() {  # OPA's tdg.read decision for the application, as the query service will ask it
+  .venv/bin/python scripts/ask_opa_read.py "$1" --party velo-start-app --org velo-start --purpose "$2"
+}
+
+step "the platform admin registers a partner and its application"
+for spec in "velo-start --kind private-partner --name Vélo-Start --role consumer" \
+            "velo-start-app --kind application --organisation velo-start --name Vélo-planner"; do
+  # shellcheck disable=SC2086
+  TDG_TOKEN=$admin $tdg party register $spec 2>/dev/null || echo "${spec%% *} already registered"
+done
+
+step "the application asks for EV charging sessions, for mobility planning"
+agreement=$(TDG_TOKEN=$app $tdg access request metropole-lyon.ev-charging-sessions \
+  --purpose mobility-planning --legal-basis public-task \
+  --justification "Size the public charging network" --json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["agreement"]["id"])')
+echo "agreement $agreement requested"
+
+step "before approval OPA denies the read"
+opa_read metropole-lyon.ev-charging-sessions mobility-planning || true
+
+step "Lyon's data officer approves: user ids hashed, days only, two communes"
+$tdg access approve "$agreement" --column session_start --column energy_kwh --column user_id \
+  --column commune_code --mask user_id=hash --mask session_start=truncate:day \
+  --territory commune_code=69123,69266
+sleep 1
+step "OPA's decision now (the bundle reached OPA by long polling)"
+opa_read metropole-lyon.ev-charging-sessions mobility-planning
+step "another purpose is still denied"
+opa_read metropole-lyon.ev-charging-sessions research || true
+
+step "revoke; within a second OPA denies again"
+$tdg access revoke "$agreement" --reason "demo over"
+sleep 1
+opa_read metropole-lyon.ev-charging-sessions mobility-planning || true
+$tdg access show "$agreement"
+
+step "a citizen gives, then withdraws, consent for energy planning"
+TDG_TOKEN=$portal $tdg consent give household-4711 --purpose energy-planning --source portal
+TDG_TOKEN=$portal $tdg consent withdraw household-4711 --purpose energy-planning --source portal
+TDG_TOKEN=$portal $tdg consent list household-4711
+
+step "the events on tdg.consent.events"
+.venv/bin/python scripts/tail_events.py tdg.consent.events --max 20
 
 printf '\nThe stack keeps running: .venv/bin/tdg dev status | logs | down\n'

@@ -7,8 +7,10 @@ Each rendered document is checked against
 - tdg's rules: every workload container has resource requests and a memory limit, readiness and
   liveness probes (a gRPC readiness probe when it serves gRPC), runs as non-root with a read-only
   root filesystem, no privilege escalation, all capabilities dropped and the RuntimeDefault seccomp
-  profile, a pinned image, and no secret in a literal environment value; every namespaced document
-  has a namespace; references between documents resolve (HPA targets, Strimzi cluster labels).
+  profile, a pinned image, and no secret in a literal environment value; no two containers of a pod
+  listen on the same port; every namespaced document has a namespace; references between documents
+  resolve (HPA targets, Strimzi cluster labels, ConfigMaps that pods mount or read, Services'
+  selectors and target ports, the Services that an OPA configuration's `services` URLs name).
 Anywhere under deploy/k8s, a Secret carrying data or a secretGenerator fails: secrets are made
 outside the repository and only referenced.
 
@@ -25,6 +27,7 @@ import json
 import re
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -57,6 +60,10 @@ CLUSTER_SCOPED_KINDS = frozenset(
 # Environment variables that must come from a Secret (valueFrom), never a literal value.
 SECRET_ENV_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE_KEY|CREDENTIAL")
 CREDENTIALS_IN_URL = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+# Listening addresses given as arguments (OPA's --addr / --diagnostic-addr): `[host]:port`.
+ADDRESS_ARG = re.compile(r"^--(?:diagnostic-)?addr=(?:[^\s]*):(\d+)$")
+# ConfigMaps made outside Kustomize (see deploy/k8s/README.md): mounted, never rendered here.
+EXTERNAL_CONFIGMAPS = frozenset({"opa-policy-bundle"})
 
 
 @dataclass(frozen=True)
@@ -216,11 +223,45 @@ def env_problems(env: Sequence[Doc]) -> list[str]:
     return problems
 
 
+def pod_spec(doc: Doc) -> Doc:
+    spec: Doc = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return spec
+
+
+def listening_ports(c: Doc) -> set[int]:
+    """The ports a container listens on: its declared ports and any `--addr=…:port` argument."""
+    ports = {int(p["containerPort"]) for p in c.get("ports") or [] if "containerPort" in p}
+    for arg in [*(c.get("command") or []), *(c.get("args") or [])]:
+        match = ADDRESS_ARG.match(str(arg))
+        if match:
+            ports.add(int(match.group(1)))
+    return ports
+
+
+def port_clash_problems(pod: Doc) -> list[str]:
+    """The containers of a pod share one network namespace: one port, one listener."""
+    owners: dict[int, str] = {}
+    problems: list[str] = []
+    for c, long_running in containers(pod):
+        if not long_running:
+            continue  # a run-to-completion init container is gone before the others start
+        for port in sorted(listening_ports(c)):
+            name = str(c.get("name", "?"))
+            if port in owners:
+                problems.append(
+                    f"port {port} is taken by both containers {owners[port]} and {name}"
+                )
+            else:
+                owners[port] = name
+    return problems
+
+
 def workload_problems(doc: Doc) -> list[str]:
-    pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+    pod = pod_spec(doc)
     problems: list[str] = []
     for container, long_running in containers(pod):
         problems += container_problems(container, pod, long_running)
+    problems += port_clash_problems(pod)
     return problems
 
 
@@ -253,6 +294,103 @@ def reference_problems(doc: Doc, docs: Sequence[Doc]) -> list[str]:
     strimzi = str(doc.get("apiVersion", "")).startswith("kafka.strimzi.io/")
     if strimzi and cluster is not None and ("Kafka", cluster) not in names:
         problems.append(f"label strimzi.io/cluster={cluster} names no rendered Kafka")
+    if doc.get("kind") in WORKLOAD_KINDS:
+        problems += configmap_reference_problems(pod_spec(doc), names)
+    if doc.get("kind") == "Service":
+        problems += service_problems(doc, docs)
+    if doc.get("kind") == "ConfigMap":
+        problems += opa_config_problems(doc, docs)
+    return problems
+
+
+def configmap_reference_problems(pod: Doc, names: set[tuple[Any, Any]]) -> list[str]:
+    """ConfigMaps a pod mounts or reads must be rendered (generated names carry their hash)."""
+    wanted = [
+        ((v.get("configMap") or {}).get("name"), f"volume {v.get('name', '?')}")
+        for v in pod.get("volumes") or []
+        if v.get("configMap")
+    ]
+    for c, _ in containers(pod):
+        for source in c.get("envFrom") or []:
+            if source.get("configMapRef"):
+                wanted.append((source["configMapRef"].get("name"), f"container {c.get('name')}"))
+    return [
+        f"{where}: ConfigMap {name} is not rendered"
+        for name, where in wanted
+        if name not in EXTERNAL_CONFIGMAPS and ("ConfigMap", name) not in names
+    ]
+
+
+def service_problems(service: Doc, docs: Sequence[Doc]) -> list[str]:
+    """A Service selects the pods of a rendered workload, and each target port exists there."""
+    spec = service.get("spec") or {}
+    selector: dict[str, str] = spec.get("selector") or {}
+    if not selector:
+        return []  # a Service without selector has its endpoints managed by hand
+    pods = [
+        pod_spec(d)
+        for d in docs
+        if d.get("kind") in WORKLOAD_KINDS
+        and selector.items()
+        <= (((d.get("spec") or {}).get("template") or {}).get("metadata") or {})
+        .get("labels", {})
+        .items()
+    ]
+    if not pods:
+        return [f"selector {selector} matches no rendered workload's pods"]
+    problems: list[str] = []
+    for port in spec.get("ports") or []:
+        target = port.get("targetPort", port.get("port"))
+        for pod in pods:
+            served = [
+                p
+                for c, long_running in containers(pod)
+                if long_running
+                for p in c.get("ports") or []
+                if target in (p.get("name"), p.get("containerPort"))
+            ]
+            if not served:
+                problems.append(f"port {port.get('name', '?')}: no container port {target}")
+                break
+    return problems
+
+
+def opa_config_problems(configmap: Doc, docs: Sequence[Doc]) -> list[str]:
+    """An OPA configuration (a `services` and `bundles` document) pulls from rendered Services."""
+    services = {
+        (d.get("metadata") or {}).get("name"): {
+            p.get("port") for p in (d.get("spec") or {}).get("ports") or []
+        }
+        for d in docs
+        if d.get("kind") == "Service"
+    }
+    problems: list[str] = []
+    for key, text in (configmap.get("data") or {}).items():
+        try:
+            config = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if not (isinstance(config, dict) and {"services", "bundles"} <= config.keys()):
+            continue
+        opa_services = config.get("services") or {}
+        for name, bundle in (config.get("bundles") or {}).items():
+            if (bundle or {}).get("service") not in opa_services:
+                problems.append(f"{key}: bundle {name} names no service of the configuration")
+        for name, service in opa_services.items():
+            url = urllib.parse.urlsplit(str((service or {}).get("url", "")))
+            host = url.hostname or ""
+            if "." in host and not re.search(r"\.svc(\.cluster\.local)?$", host):
+                continue  # outside the cluster: not ours to resolve
+            try:
+                port = url.port or (443 if url.scheme == "https" else 80)
+            except ValueError:
+                problems.append(f"{key}: service {name}: bad URL {url.geturl()!r}")
+                continue
+            target = host.split(".")[0]
+            if target not in services:
+                problems.append(f"{key}: service {name}: {url.geturl()} names no rendered Service")
+            elif port not in services[target]:
+                problems.append(f"{key}: service {name}: Service {target} has no port {port}")
     return problems
 
 

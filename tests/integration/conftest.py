@@ -1,4 +1,5 @@
-"""The catalog served in-process on the real stack: Kafka, OPA (loading policies/), SQLite."""
+"""The services in-process on the real stack: Kafka, OPA (loading policies/ and pulling the consent
+service's bundle), SQLite."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import grpc
 import jwt
 import pytest
 from tdg.catalog.v1 import catalog_pb2_grpc
+from tdg.consent.v1 import consent_pb2_grpc
 from tdg_catalog.server import CatalogApp, build_app
 from tdg_catalog.settings import CatalogSettings
+from tdg_consent.server import ConsentApp
+from tdg_consent.server import build_app as build_consent_app
+from tdg_consent.settings import ConsentSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -97,5 +102,67 @@ def caller(channel: grpc.aio.Channel, make_token: Callable[..., str]) -> Callabl
 
     def make(party: str, org: str = "", *roles: str) -> Caller:
         return Caller(stub, make_token(party, org, roles))
+
+    return make
+
+
+# --- the consent service --------------------------------------------------------------------
+
+
+@dataclass
+class ConsentCaller:
+    """A party with a token, calling the consent service (and the catalog with the same token)."""
+
+    stub: consent_pb2_grpc.ConsentServiceStub
+    catalog: catalog_pb2_grpc.CatalogServiceStub
+    token: str
+
+    @property
+    def md(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+@pytest.fixture(scope="session")
+async def consent_app(
+    tmp_path_factory: pytest.TempPathFactory, kafka, opa, secret: str, catalog_app: CatalogApp
+) -> AsyncIterator[ConsentApp]:
+    """The consent service, serving its bundle on the port the session's OPA pulls from."""
+    if opa.bundle_port is None:
+        pytest.fail("the session's OPA pulls no bundle: set TDG_TEST_OPA_BUNDLE_PORT with it")
+    tmp = tmp_path_factory.mktemp("consent")
+    settings = ConsentSettings(
+        _env_file=None,
+        grpc_port=0,
+        kafka_bootstrap=kafka.bootstrap,
+        opa_url=opa.url,
+        auth_hs256_secret=secret,
+        consent_database_url=f"sqlite+aiosqlite:///{tmp / 'consent.db'}",
+        consent_bundle_port=opa.bundle_port,
+        consent_catalog_catch_up_s=8.0,
+    )
+    app = await build_consent_app(settings)
+    await app.start()
+    await app.monitor.check_once()
+    yield app
+    await app.server.stop(0)
+    await app.monitor.stop()
+    await app.close()
+
+
+@pytest.fixture(scope="session")
+async def consent_channel(consent_app: ConsentApp) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{consent_app.port}") as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def consent_caller(
+    consent_channel: grpc.aio.Channel, channel: grpc.aio.Channel, make_token: Callable[..., str]
+) -> Callable[..., ConsentCaller]:
+    stub = consent_pb2_grpc.ConsentServiceStub(consent_channel)
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+
+    def make(party: str, org: str = "", *roles: str) -> ConsentCaller:
+        return ConsentCaller(stub, catalog, make_token(party, org, roles))
 
     return make

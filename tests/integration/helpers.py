@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from tdg.catalog.v1 import catalog_pb2 as pb
+from tdg.consent.v1 import consent_pb2 as consent_pb
 from tdg_cli.dataset_file import load_register_request, load_schema
 from tdg_core.events import CloudEvent
 
@@ -27,12 +29,16 @@ def evolution(name: str) -> pb.Schema:
 
 
 async def events_for(
-    bootstrap: str, dataset_id: str, expected: int, timeout_s: float = 20.0
+    bootstrap: str,
+    dataset_id: str,
+    expected: int,
+    timeout_s: float = 20.0,
+    topic: str = "tdg.catalog.events",
 ) -> list[CloudEvent]:
-    """Every event of tdg.catalog.events keyed by the dataset, once at least `expected` arrived
-    and the topic has nothing more for now."""
+    """Every event of the topic (tdg.catalog.events by default) keyed by the dataset (or `key`),
+    once at least `expected` arrived and the topic has nothing more for now."""
     consumer = AIOKafkaConsumer(
-        "tdg.catalog.events",
+        topic,
         bootstrap_servers=bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -54,3 +60,42 @@ async def events_for(
         return found
     finally:
         await consumer.stop()
+
+
+async def consent_events_for(
+    bootstrap: str, key: str, expected: int, timeout_s: float = 20.0
+) -> list[CloudEvent]:
+    """Every event of tdg.consent.events keyed by `key`, once at least `expected` arrived."""
+    return await events_for(bootstrap, key, expected, timeout_s, topic="tdg.consent.events")
+
+
+async def published(officer: Any, name: str) -> pb.Dataset:
+    """An example dataset registered and published by `officer` (a caller with a catalog stub)."""
+    request = example(name)
+    await officer.catalog.RegisterDataset(request, metadata=officer.md, timeout=10)
+    response = await officer.catalog.PublishDataset(
+        pb.PublishDatasetRequest(id=request.id), metadata=officer.md, timeout=10
+    )
+    dataset: pb.Dataset = response.dataset
+    return dataset
+
+
+async def partner_with_app(admin: Any) -> tuple[str, str]:
+    """A fresh private partner and its application, registered by the platform admin."""
+    suffix = uuid.uuid4().hex[:6]
+    org, app = f"velo-startup-{suffix}", f"velo-app-{suffix}"
+    parties = [
+        consent_pb.Party(id=org, kind=consent_pb.PARTY_KIND_PRIVATE_PARTNER, name="Vélo Startup"),
+        consent_pb.Party(
+            id=app,
+            kind=consent_pb.PARTY_KIND_APPLICATION,
+            name="Vélo planner",
+            organisation=org,
+            roles=["consumer"],
+        ),
+    ]
+    for party in parties:
+        await admin.stub.RegisterParty(
+            consent_pb.RegisterPartyRequest(party=party), metadata=admin.md, timeout=10
+        )
+    return org, app

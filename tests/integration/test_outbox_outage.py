@@ -1,11 +1,14 @@
-"""With Kafka down the catalog keeps working; the events go out once when it returns."""
+"""With Kafka down the catalog and the consent service keep working; the events go out once
+when it returns."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
+from tdg.consent.v1 import consent_pb2 as cpb
 
 from tests.integration.helpers import events_for, example
 
@@ -34,3 +37,35 @@ async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, c
         "tdg.events.v1.DatasetPublished",
     ]
     assert await catalog_app.outbox.pending() == 0
+
+
+async def test_consent_events_written_during_a_kafka_outage_arrive_once(
+    consent_caller, kafka, consent_app
+) -> None:
+    if not kafka.owned:
+        pytest.fail("this story stops the broker: run it against the session's own Kafka")
+    admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
+    party = f"outage-partner-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(kafka.stop)
+    try:
+        await admin.stub.RegisterParty(
+            cpb.RegisterPartyRequest(
+                party=cpb.Party(id=party, kind=cpb.PARTY_KIND_RESEARCH_BODY, name="Lab")
+            ),
+            metadata=admin.md,
+            timeout=10,
+        )
+        await admin.stub.SuspendParty(
+            cpb.SuspendPartyRequest(id=party, reason="audit"), metadata=admin.md, timeout=10
+        )
+        assert await consent_app.outbox.pending() >= 2
+    finally:
+        await asyncio.to_thread(kafka.start)
+    events = await events_for(
+        kafka.bootstrap, party, expected=2, timeout_s=60, topic="tdg.consent.events"
+    )
+    assert [e.type for e in events] == [
+        "tdg.events.v1.PartyRegistered",
+        "tdg.events.v1.PartyStatusChanged",
+    ]
+    assert await consent_app.outbox.pending() == 0

@@ -3,21 +3,35 @@
 Runs scripts/validate_k8s.py as CI does (`make k8s-validate`): every overlay rendered with the
 project's kustomize (.tools/bin/kustomize, built by `make setup`), every document validated. The
 rule tests break a copy of deploy/k8s and expect the validation to fail, naming the rule.
+
+The OPA sidecar's two bundles are checked for real: the policy bundle is built as `make
+policy-bundle` builds it (roots that leave tdg/registry to the consent service), and the rendered
+sidecar's command line runs on OPA (.tools/bin/opa) against a stand-in registry bundle server.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
+import tarfile
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from tdg_core.devstack import REGISTRY_ROOT, ManagedProcess, free_port, registry_bundle_config
+from tdg_core.testing import RegistryBundleServer
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 SCRIPT = REPO / "scripts" / "validate_k8s.py"
 KUSTOMIZE = REPO / ".tools" / "bin" / "kustomize"
+OPA = REPO / ".tools" / "bin" / "opa"
+BUILD_POLICY_BUNDLE = K8S / "build-policy-bundle.sh"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -65,7 +79,20 @@ def test_every_overlay_renders_and_validates() -> None:
     for overlay in ("dev", "prod"):
         assert f"PASS  {overlay:<6} apps/v1 Deployment tdg/catalog" in proc.stdout
         assert f"PASS  {overlay:<6} kafka.strimzi.io/v1beta2 Kafka tdg/tdg" in proc.stdout
+        for consent in (
+            "v1 ServiceAccount tdg/consent",
+            "apps/v1 Deployment tdg/consent",
+            "v1 Service tdg/consent",
+            "policy/v1 PodDisruptionBudget tdg/consent",
+            "kafka.strimzi.io/v1beta2 KafkaTopic tdg/tdg.consent.events",
+            "v1 ConfigMap tdg/opa-config-",
+        ):
+            assert f"PASS  {overlay:<6} {consent}" in proc.stdout
+    assert "PASS  prod   autoscaling/v2 HorizontalPodAutoscaler tdg/consent" in proc.stdout
+    assert "dev    autoscaling/v2 HorizontalPodAutoscaler tdg/consent" not in proc.stdout
     assert "NetworkPolicy tdg/default-deny" in proc.stdout  # prod carries the component
+    assert "PASS  prod   networking.k8s.io/v1 NetworkPolicy tdg/consent-ingress" in proc.stdout
+    assert "PASS  prod   networking.k8s.io/v1 NetworkPolicy tdg/opa-bundle-egress" in proc.stdout
     assert ", 0 failures" in proc.stdout.splitlines()[-1]
 
 
@@ -142,3 +169,188 @@ def test_overlay_that_does_not_render_fails(k8s_copy: Path) -> None:
 
     assert proc.returncode == 1
     assert "FAIL  dev    kustomize build:" in proc.stdout
+
+
+def test_port_taken_twice_in_a_pod_fails(k8s_copy: Path) -> None:
+    # OPA's diagnostic port back on 8282, the consent service's bundle port: one pod, one port.
+    sidecar = k8s_copy / "base" / "opa-sidecar.yaml"
+    edit(sidecar, "--diagnostic-addr=0.0.0.0:8182", "--diagnostic-addr=0.0.0.0:8282")
+    edit(sidecar, "containerPort: 8182", "containerPort: 8282")
+
+    proc = validate(k8s_copy)
+
+    assert proc.returncode == 1
+    report = failures(proc)
+    assert "Deployment tdg/consent: port 8282 is taken by both containers consent and opa" in report
+    assert "Deployment tdg/catalog" not in report
+
+
+def test_unresolved_service_port_configmap_and_bundle_service_fail(k8s_copy: Path) -> None:
+    edit(
+        k8s_copy / "base" / "consent" / "service.yaml",
+        "targetPort: http-bundle",
+        "targetPort: 8080",
+    )
+    edit(
+        k8s_copy / "base" / "opa-config.yaml", "url: http://consent:8282", "url: http://consent:82"
+    )
+    edit(
+        k8s_copy / "base" / "opa-sidecar.yaml",
+        "configMap:\n            name: opa-config\n",
+        "configMap:\n            name: opa-configuration\n",
+    )
+
+    proc = validate(k8s_copy)
+
+    assert proc.returncode == 1
+    report = failures(proc)
+    assert "Service tdg/consent: port http-bundle: no container port 8080" in report
+    assert "opa-config.yaml: service consent: Service consent has no port 82" in report
+    assert "Deployment tdg/consent: volume opa-config: ConfigMap opa-configuration" in report
+
+
+# --- the OPA sidecar: the policies bundle and the registry bundle ---------------------------------
+
+
+def rendered(overlay: str) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(KUSTOMIZE), "build", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_sidecar_config_is_the_devstack_config_for_the_consent_service() -> None:
+    """One configuration: the local stack and the tests generate it, the cluster mounts it."""
+    config = yaml.safe_load((K8S / "base" / "opa-config.yaml").read_text(encoding="utf-8"))
+    assert config == registry_bundle_config("http://consent:8282")
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_every_sidecar_mounts_the_config_and_the_policies(overlay: str) -> None:
+    docs = rendered(overlay)
+    configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert {d["metadata"]["name"] for d in deployments} >= {"catalog", "consent"}
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        pod = template["spec"]
+        (opa,) = [c for c in pod["initContainers"] if c["name"] == "opa"]
+        assert template["metadata"]["labels"]["tdg.io/opa-sidecar"] == "true"
+        args = opa["args"]
+        assert "--config-file=/config/opa-config.yaml" in args
+        assert args[-2:] == ["--bundle", "/policies/policies.tar.gz"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in opa["volumeMounts"]}
+        config_map = configmaps[volumes[mounts["/config"]]["configMap"]["name"]]
+        config = yaml.safe_load(config_map["data"]["opa-config.yaml"])
+        assert config["services"]["consent"]["url"] == "http://consent:8282"
+        assert volumes[mounts["/policies"]]["configMap"]["name"] == "opa-policy-bundle"
+    ports = {p["name"]: p["port"] for p in services["consent"]["spec"]["ports"]}
+    assert ports == {"grpc": 50052, "http-bundle": 8282}
+
+
+@pytest.fixture(scope="module")
+def policy_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not OPA.is_file():
+        pytest.fail(f"OPA not found at {OPA}: run make setup", pytrace=False)
+    out = tmp_path_factory.mktemp("policy-bundle") / "policies.tar.gz"
+    proc = subprocess.run(
+        ["bash", str(BUILD_POLICY_BUNDLE), str(out)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "OPA": str(OPA), "REVISION": "test"},
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a_parts, b_parts = a.strip("/").split("/"), b.strip("/").split("/")
+    shorter = min(len(a_parts), len(b_parts))
+    return a_parts[:shorter] == b_parts[:shorter]
+
+
+def test_policy_bundle_roots_leave_the_registry_to_the_consent_service(policy_bundle: Path) -> None:
+    with tarfile.open(policy_bundle) as tar:
+        members = {m.name.lstrip("/"): m for m in tar.getmembers()}
+        manifest_file = tar.extractfile(members[".manifest"])
+        assert manifest_file is not None
+        manifest = json.loads(manifest_file.read())
+    assert manifest["revision"] == "test"
+    roots = manifest["roots"]
+    assert roots and "" not in roots
+    assert not [root for root in roots if _overlaps(root, REGISTRY_ROOT)]
+    # Policies only: no tests, no documents (and opa build compiled them).
+    assert any(name.endswith(".rego") for name in members)
+    assert not [name for name in members if name.endswith(("_test.rego", ".md"))]
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_opa_runs_with_the_sidecar_bundles(policy_bundle: Path, tmp_path: Path) -> None:
+    """The rendered sidecar's command line on the real binary, paths and addresses made local:
+    ready on its diagnostic port with the policies, and pulling the registry bundle."""
+    docs = rendered("prod")
+    (consent,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "consent"
+    ]
+    (opa,) = [
+        c for c in consent["spec"]["template"]["spec"]["initContainers"] if c["name"] == "opa"
+    ]
+    (config_map,) = [d for d in docs if d["metadata"]["name"].startswith("opa-config-")]
+    bundle_port, api_port, diag_port = free_port(), free_port(), free_port()
+    config_file = tmp_path / "opa-config.yaml"
+    config_file.write_text(
+        config_map["data"]["opa-config.yaml"].replace(
+            "http://consent:8282", f"http://127.0.0.1:{bundle_port}"
+        )
+    )
+    local = {
+        "--addr=127.0.0.1:8181": f"--addr=127.0.0.1:{api_port}",
+        "--diagnostic-addr=0.0.0.0:8182": f"--diagnostic-addr=127.0.0.1:{diag_port}",
+        "--config-file=/config/opa-config.yaml": f"--config-file={config_file}",
+        "/policies/policies.tar.gz": str(policy_bundle),
+    }
+    assert set(local) <= set(opa["args"])
+    process = ManagedProcess(
+        name="opa", argv=[str(OPA), *(local.get(a, a) for a in opa["args"])], state_dir=tmp_path
+    )
+    api = f"http://127.0.0.1:{api_port}"
+    registry = {"revision": 7, "parties": {"velo-app": {"status": "suspended"}}}
+    process.start()
+    try:
+        # Ready (the kubelet's probe) before the consent service answers.
+        deadline = time.monotonic() + 20
+        while not _ok(f"http://127.0.0.1:{diag_port}/health"):
+            assert process.running, f"OPA exited:\n{process.tail()}"
+            assert time.monotonic() < deadline, f"not ready; see {process.log_file}"
+            time.sleep(0.1)
+        assert "result" not in _get_json(f"{api}/v1/data/tdg/registry")
+        with RegistryBundleServer(bundle_port, registry):
+            deadline = time.monotonic() + 10
+            while _get_json(f"{api}/v1/data/tdg/registry").get("result") != registry:
+                assert time.monotonic() < deadline, f"no registry bundle; see {process.log_file}"
+                time.sleep(0.05)
+            policies = _get_json(f"{api}/v1/policies")["result"]
+            assert any(p["id"].endswith("tdg/rpc/rpc.rego") for p in policies)
+            bundles = _get_json(f"{api}/v1/data/system/bundles").get("result", {})
+            assert set(bundles) == {str(policy_bundle), "registry"}
+    finally:
+        process.stop(5)
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -7,35 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 from tdg.catalog.v1 import catalog_pb2 as pb
-from tdg.catalog.v1 import catalog_pb2_grpc
 
-from tdg_cli.client import call, channel
+from tdg_cli.client import CATALOG, JsonOpt, print_json
 from tdg_cli.dataset_file import load_register_request, load_schema
-from tdg_cli.settings import CliSettings
 
 catalog_app = typer.Typer(help="The register of datasets.", no_args_is_help=True)
 out = Console()
-
-JsonOpt = typer.Option(False, "--json", help="print JSON instead of a table")
-
-
-def _stub(settings: CliSettings) -> tuple[Any, catalog_pb2_grpc.CatalogServiceStub]:
-    cm = channel(settings.catalog_addr)
-    ch = cm.__enter__()
-    return cm, catalog_pb2_grpc.CatalogServiceStub(ch)
-
-
-def _rpc(name: str, request: Any) -> Any:
-    settings = CliSettings()
-    cm, stub = _stub(settings)
-    try:
-        return call(settings, getattr(stub, name), request)
-    finally:
-        cm.__exit__(None, None, None)
 
 
 def _short(status: int) -> str:
@@ -44,10 +24,6 @@ def _short(status: int) -> str:
 
 def _access(level: int) -> str:
     return pb.AccessLevel.Name(level).removeprefix("ACCESS_LEVEL_").lower()  # type: ignore[arg-type]
-
-
-def _print_json(message: Any) -> None:
-    out.print_json(json.dumps(MessageToDict(message, preserving_proto_field_name=True)))
 
 
 def _print_dataset(d: pb.Dataset) -> None:
@@ -100,7 +76,7 @@ def _print_list(datasets: list[pb.Dataset], scores: list[float] | None = None) -
 
 def _show(response: Any, as_json: bool) -> None:
     if as_json:
-        _print_json(response)
+        print_json(response)
     else:
         _print_dataset(response.dataset)
 
@@ -115,7 +91,7 @@ def register(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    _show(_rpc("RegisterDataset", request), as_json)
+    _show(CATALOG.rpc("RegisterDataset", request), as_json)
 
 
 @catalog_app.command()
@@ -134,13 +110,13 @@ def evolve(
     request = pb.EvolveSchemaRequest(
         id=dataset_id, schema=schema, expected_version=expected_version
     )
-    _show(_rpc("EvolveSchema", request), as_json)
+    _show(CATALOG.rpc("EvolveSchema", request), as_json)
 
 
 @catalog_app.command()
 def publish(dataset_id: str, as_json: bool = JsonOpt) -> None:
     """Publish a draft dataset."""
-    _show(_rpc("PublishDataset", pb.PublishDatasetRequest(id=dataset_id)), as_json)
+    _show(CATALOG.rpc("PublishDataset", pb.PublishDatasetRequest(id=dataset_id)), as_json)
 
 
 @catalog_app.command()
@@ -149,7 +125,8 @@ def deprecate(
 ) -> None:
     """Deprecate a dataset."""
     _show(
-        _rpc("DeprecateDataset", pb.DeprecateDatasetRequest(id=dataset_id, reason=reason)), as_json
+        CATALOG.rpc("DeprecateDataset", pb.DeprecateDatasetRequest(id=dataset_id, reason=reason)),
+        as_json,
     )
 
 
@@ -161,7 +138,9 @@ def get(
 ) -> None:
     """Show a dataset with its schema."""
     _show(
-        _rpc("GetDataset", pb.GetDatasetRequest(id=dataset_id, schema_version=schema_version)),
+        CATALOG.rpc(
+            "GetDataset", pb.GetDatasetRequest(id=dataset_id, schema_version=schema_version)
+        ),
         as_json,
     )
 
@@ -205,9 +184,9 @@ def list_(
         page_size=page_size,
         page_token=page_token,
     )
-    response = _rpc("ListDatasets", request)
+    response = CATALOG.rpc("ListDatasets", request)
     if as_json:
-        _print_json(response)
+        print_json(response)
         return
     _print_list(list(response.datasets))
     if response.next_page_token:
@@ -217,9 +196,9 @@ def list_(
 @catalog_app.command()
 def search(query: str, limit: int = typer.Option(20), as_json: bool = JsonOpt) -> None:
     """Ranked full-text search (accents and case ignored)."""
-    response = _rpc("SearchDatasets", pb.SearchDatasetsRequest(query=query, limit=limit))
+    response = CATALOG.rpc("SearchDatasets", pb.SearchDatasetsRequest(query=query, limit=limit))
     if as_json:
-        _print_json(response)
+        print_json(response)
         return
     _print_list([h.dataset for h in response.hits], [h.score for h in response.hits])
 
@@ -230,7 +209,7 @@ def export_dcat(
     base_uri: str = typer.Option("", help="the catalogue's base IRI"),
 ) -> None:
     """DCAT-AP JSON-LD of the published datasets."""
-    response = _rpc("ExportDcat", pb.ExportDcatRequest(base_uri=base_uri))
+    response = CATALOG.rpc("ExportDcat", pb.ExportDcatRequest(base_uri=base_uri))
     document = json.dumps(json.loads(response.json_ld), indent=2, ensure_ascii=False)
     if output:
         output.write_text(document + "\n", encoding="utf-8")

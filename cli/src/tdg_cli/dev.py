@@ -1,9 +1,12 @@
 """`tdg dev up | down | status | logs`: the local stack as background processes under var/dev/.
 
-Kafka on 127.0.0.1:9092, OPA on 127.0.0.1:8181 (serving policies/, reloaded on change), then each
-service in SERVICES. Every component has a pid file and a log under var/dev/, so `up` twice starts
-nothing new and `down` works from any shell. The shared TDG_ variables are also written to
-var/dev/dev.env, which the settings of the CLI (and of services started by hand) read.
+Kafka on 127.0.0.1:9092, OPA on 127.0.0.1:8181 (serving policies/, reloaded on change, and pulling
+the registry bundle from the consent service's bundle server on 127.0.0.1:8282), then each service
+in SERVICES. OPA starts before the consent service and retries the bundle every 1-2 s until it
+answers; from then on, long polling brings every change within a second. Every component has a pid
+file and a log under var/dev/, so `up` twice starts nothing new and `down` works from any shell. The
+shared TDG_ variables are also written to var/dev/dev.env, which the settings of the CLI (and of
+services started by hand) read.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ console = Console(soft_wrap=True)
 KAFKA_PORT = 9092
 KAFKA_CONTROLLER_PORT = 9093
 OPA_PORT = 8181
+# The consent service's OPA bundle server (TDG_CONSENT_BUNDLE_PORT), which OPA pulls from.
+CONSENT_BUNDLE_PORT = 8282
 
 # One line per service; its env is added to the shared TDG_ variables (and to dev.env).
 SERVICES: list[ServiceSpec] = [
@@ -46,6 +51,16 @@ SERVICES: list[ServiceSpec] = [
         "tdg_catalog",
         50051,
         {"TDG_CATALOG_DATABASE_URL": "sqlite+aiosqlite:///var/dev/catalog.db"},
+    ),
+    ServiceSpec(
+        "consent",
+        "tdg_consent",
+        50052,
+        {
+            "TDG_CONSENT_DATABASE_URL": "sqlite+aiosqlite:///var/dev/consent.db",
+            "TDG_CONSENT_BUNDLE_PORT": str(CONSENT_BUNDLE_PORT),
+        },
+        extra_ports=(CONSENT_BUNDLE_PORT,),
     ),
 ]
 
@@ -89,6 +104,7 @@ class DevStack:
             OPA_PORT,
             state_dir=self.state_dir,
             watch=True,
+            bundle_service_url=f"http://127.0.0.1:{CONSENT_BUNDLE_PORT}",
         )
 
     def secret(self) -> str:
@@ -162,7 +178,7 @@ def _ports(component: Component) -> list[int]:
     if isinstance(component, OpaServer):
         return [component.port]
     if isinstance(component, PythonService):
-        return [component.spec.port]
+        return list(component.spec.ports)
     return []
 
 

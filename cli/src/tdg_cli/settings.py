@@ -8,6 +8,7 @@ from tdg_core.settings import TdgSettings
 
 class CliSettings(TdgSettings):
     catalog_addr: str = "127.0.0.1:50051"
+    consent_addr: str = "127.0.0.1:50052"
     # The caller's bearer token (`tdg token issue …` prints one for development).
     token: SecretStr | None = None
     call_timeout_s: float = Field(default=10.0, gt=0)

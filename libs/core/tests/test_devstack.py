@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,8 +17,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
-from tdg_core.devstack import ManagedProcess, OpaServer, Tools, free_port, list_topics
-from tdg_core.testing import KafkaBroker, OpaEndpoint, unavailable
+from tdg_core.devstack import (
+    ManagedProcess,
+    OpaServer,
+    Tools,
+    free_port,
+    list_topics,
+    port_in_use,
+    registry_bundle_config,
+)
+from tdg_core.testing import KafkaBroker, OpaEndpoint, RegistryBundleServer, unavailable
 
 
 async def _create_topic(bootstrap: str) -> str:
@@ -132,6 +143,118 @@ def test_opa_server_decides_with_policies_from_a_directory(tmp_path: Path) -> No
     finally:
         server.stop()
     assert not server.running
+    # Without a bundle service, no configuration file: the policies are all it loads.
+    assert not server.config_file.exists()
+
+
+# --- the registry bundle (the consent service's bundle server, played by RegistryBundleServer) --
+
+
+def _registry(status: str) -> dict[str, Any]:
+    return {
+        "revision": 1,
+        "parties": {
+            "velo-app": {
+                "kind": "application",
+                "organisation": "velo-startup",
+                "status": status,
+                "roles": ["consumer"],
+            }
+        },
+    }
+
+
+def _wait(check: Callable[[], object], timeout: float) -> float:
+    """Seconds until `check()` is truthy; fails the test after `timeout`."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout, f"not within {timeout}s"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def _opa_bin() -> Path:
+    tools = Tools.locate()
+    if not tools.opa_ready:
+        unavailable("OPA is required in CI: run `make setup`")
+    return tools.opa_bin
+
+
+def test_opa_server_pulls_the_registry_bundle_beside_its_policies(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "parties.rego").write_text(
+        "package tdg.test.parties\n\ndefault active := false\n\n"
+        'active if data.tdg.registry.parties[input.party].status == "active"\n'
+    )
+    bundle_port = free_port()
+    url = f"http://127.0.0.1:{bundle_port}"
+    server = OpaServer(
+        _opa_bin(), policies, free_port(), state_dir=tmp_path, bundle_service_url=url
+    )
+
+    def active() -> object:
+        return _decide(server.url, "tdg/test/parties/active", {"party": "velo-app"})
+
+    server.start()
+    try:
+        # The consent service is not up yet: OPA starts, serves its policies, and keeps trying.
+        server.wait_ready()
+        assert json.loads(server.config_file.read_text()) == registry_bundle_config(url)
+        assert not port_in_use(bundle_port)
+        assert active() is False
+        assert "result" not in json.loads(_get(f"{server.url}/v1/data/tdg/registry")[1])
+
+        with RegistryBundleServer(bundle_port, _registry("active")) as bundles:
+            _wait(lambda: active() is True, timeout=10)  # found within its 1-2 s retry delay
+
+            # Long polling: a change reaches OPA at once, not at the next poll.
+            bundles.publish(_registry("suspended"))
+            assert _wait(lambda: active() is False, timeout=5) < 1.0
+            assert any("wait=10" in r.get("Prefer", "") for r in bundles.requests)
+
+        # The consent service gone: OPA keeps the last bundle it pulled, and its policies.
+        assert active() is False
+        _, body = _get(f"{server.url}/v1/data/tdg/registry/parties/velo-app/status")
+        assert json.loads(body)["result"] == "suspended"
+    finally:
+        server.stop()
+
+
+def test_opa_server_with_the_bundle_still_serves_the_repository_policies(tmp_path: Path) -> None:
+    repo_policies = Path(__file__).parents[3] / "policies"
+    bundle_port = free_port()
+    server = OpaServer(
+        _opa_bin(),
+        repo_policies,
+        free_port(),
+        state_dir=tmp_path,
+        bundle_service_url=f"http://127.0.0.1:{bundle_port}",
+    )
+    with RegistryBundleServer(bundle_port, _registry("active")):
+        server.start()
+        try:
+            server.wait_ready()
+            _wait(lambda: _get(f"{server.url}/v1/data/tdg/registry")[1] != b"{}\n", timeout=10)
+            _, body = _get(f"{server.url}/v1/data/tdg/registry")
+            assert json.loads(body)["result"] == _registry("active")
+
+            _, body = _get(f"{server.url}/v1/policies")
+            loaded = sorted(Path(p["id"]).name for p in json.loads(body)["result"])
+            assert loaded == sorted(p.name for p in repo_policies.rglob("*.rego"))
+        finally:
+            server.stop()
+
+
+def test_opa_fixture_pulls_the_registry_bundle_from_its_bundle_port(opa: OpaEndpoint) -> None:
+    # Checked on the configuration only: pulling a bundle into the session's OPA would make
+    # data.tdg.registry bundle-owned for every later test (see tdg_core.testing._bundles).
+    port = opa.require_bundle_port()
+    assert opa.bundle_url == f"http://127.0.0.1:{port}"
+    if opa.server is not None:
+        config = json.loads(opa.server.config_file.read_text())
+        assert config == registry_bundle_config(f"http://127.0.0.1:{port}")
+        assert f"--config-file={opa.server.config_file}" in opa.server.argv
 
 
 async def test_postgres_accepts_a_query_through_sqlalchemy_asyncpg(postgres_url: str) -> None:

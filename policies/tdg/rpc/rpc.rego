@@ -7,8 +7,12 @@
 #
 #   To govern a new method: add it to `permissions` with a permission class; for a new class, add a
 #   `granted` rule (when the class is granted) and a `refusals` rule (why it was not).
+#
+#   Every call is also refused when the caller's party or organisation is suspended in the consent
+#   registry (data.tdg.registry).
 package tdg.rpc
 
+import data.tdg.lib.registry
 import data.tdg.lib.roles
 
 # METADATA
@@ -23,6 +27,28 @@ permissions := {
 	"/tdg.catalog.v1.CatalogService/ListDatasets": "catalog.read",
 	"/tdg.catalog.v1.CatalogService/SearchDatasets": "catalog.read",
 	"/tdg.catalog.v1.CatalogService/ExportDcat": "catalog.read",
+	"/tdg.consent.v1.ConsentService/RegisterParty": "parties.manage",
+	"/tdg.consent.v1.ConsentService/SuspendParty": "parties.manage",
+	"/tdg.consent.v1.ConsentService/ReinstateParty": "parties.manage",
+	"/tdg.consent.v1.ConsentService/GetParty": "registry.read",
+	"/tdg.consent.v1.ConsentService/ListParties": "registry.read",
+	"/tdg.consent.v1.ConsentService/ListPurposes": "registry.read",
+	"/tdg.consent.v1.ConsentService/ListProducerGrants": "registry.read",
+	"/tdg.consent.v1.ConsentService/RequestAccess": "access.request",
+	"/tdg.consent.v1.ConsentService/ApproveAccess": "access.decide",
+	"/tdg.consent.v1.ConsentService/RefuseAccess": "access.decide",
+	"/tdg.consent.v1.ConsentService/SuspendAgreement": "access.decide",
+	"/tdg.consent.v1.ConsentService/ResumeAgreement": "access.decide",
+	"/tdg.consent.v1.ConsentService/RevokeAgreement": "access.revoke",
+	"/tdg.consent.v1.ConsentService/GetAgreement": "agreement.read",
+	"/tdg.consent.v1.ConsentService/ListAgreements": "agreement.read",
+	"/tdg.consent.v1.ConsentService/GiveConsent": "consent.record",
+	"/tdg.consent.v1.ConsentService/WithdrawConsent": "consent.record",
+	"/tdg.consent.v1.ConsentService/ListConsents": "consent.record",
+	"/tdg.consent.v1.ConsentService/RequestErasure": "consent.record",
+	"/tdg.consent.v1.ConsentService/GetErasure": "erasure.read",
+	"/tdg.consent.v1.ConsentService/ListErasures": "erasure.read",
+	"/tdg.consent.v1.ConsentService/StreamSubjectSet": "consent.subjects",
 }
 
 # METADATA
@@ -37,7 +63,8 @@ default allow := false
 
 allow if {
 	authenticated
-	permission in granted
+	granted[permission]
+	count(suspended) == 0
 }
 
 # The called method ("/<package>.<Service>/<Rpc>"), "" when the input names none.
@@ -49,6 +76,17 @@ method := input.method if is_string(input.method)
 permission := permissions[method]
 
 governed if method in object.keys(permissions)
+
+# A governed method whose permission the caller was not granted.
+refused if {
+	governed
+	not granted[permission]
+}
+
+# The caller's party and organisation ids that the consent registry lists as suspended.
+default suspended := set()
+
+suspended := registry.suspended_ids(input.subject)
 
 authenticated if {
 	is_string(input.subject.party)
@@ -64,6 +102,65 @@ subject_org := input.subject.org if is_string(input.subject.org)
 default resource_publisher := ""
 
 resource_publisher := input.resource.publisher if is_string(input.resource.publisher)
+
+# METADATA
+# description: |
+#   A string field of the resource ("" when absent or not a string); the consent methods send
+#   dataset_id, publisher, agreement_id, consumer, consumer_org and subject_id.
+resource_field(name) := value if {
+	value := input.resource[name]
+	is_string(value)
+} else := ""
+
+# The caller's party, "" when unauthenticated.
+default subject_party := ""
+
+subject_party := input.subject.party if is_string(input.subject.party)
+
+# The publisher's data officer: `data-officer` of the (non-empty) publisher named by the resource.
+publisher_officer if {
+	roles.held(input.subject, roles.data_officer)
+	resource_publisher != ""
+	subject_org == resource_publisher
+}
+
+# The publisher's side of an agreement: platform-admin or the publisher's data officer.
+publisher_side if roles.held(input.subject, roles.platform_admin)
+
+publisher_side if publisher_officer
+
+# The data subject's side: platform-admin, the citizens' portal, or the citizen themselves.
+subject_side if roles.held(input.subject, roles.platform_admin)
+
+subject_side if roles.held(input.subject, roles.consent_registrar)
+
+subject_side if citizen_themselves
+
+# The consumer itself (`subject.party == resource.consumer`).
+consumer_itself if {
+	resource_field("consumer") != ""
+	subject_party == resource_field("consumer")
+}
+
+# A data officer of the consumer's organisation.
+consumer_officer if {
+	roles.held(input.subject, roles.data_officer)
+	resource_field("consumer_org") != ""
+	subject_org == resource_field("consumer_org")
+}
+
+# A member of the consumer's organisation (any role).
+consumer_member if {
+	resource_field("consumer_org") != ""
+	subject_org == resource_field("consumer_org")
+}
+
+# A citizen acting for themselves: their party is the data subject of the request.
+citizen_themselves if {
+	roles.held(input.subject, roles.citizen)
+	resource_field("subject_id") != ""
+	subject_party == resource_field("subject_id")
+}
 
 # How reasons name the call: the RPC name when given, else the full method.
 rpc_name := input.rpc if {
@@ -90,6 +187,53 @@ granted contains "catalog.manage" if {
 # Reading the catalog needs only an authenticated caller (checked by `allow`).
 granted contains "catalog.read"
 
+# Registering, suspending and reinstating parties is the platform's.
+granted contains "parties.manage" if roles.held(input.subject, roles.platform_admin)
+
+# Parties, purposes and producer grants are readable by any authenticated caller.
+granted contains "registry.read"
+
+# Requesting access: the consumer itself, a data officer of its organisation, or platform-admin.
+granted contains "access.request" if roles.held(input.subject, roles.platform_admin)
+
+granted contains "access.request" if consumer_itself
+
+granted contains "access.request" if consumer_officer
+
+# Deciding on an agreement (approve, refuse, suspend, resume): the publisher's side.
+granted contains "access.decide" if publisher_side
+
+# Revoking: the publisher's side or the consumer's side.
+granted contains "access.revoke" if publisher_side
+
+granted contains "access.revoke" if consumer_itself
+
+granted contains "access.revoke" if consumer_officer
+
+# Reading agreements: platform-admin, the publisher's data officer, the consumer's side. The resource
+# of ListAgreements holds the request's filters: without publisher, consumer or consumer_org
+# filter, none of the rules below matches and only platform-admin is granted.
+granted contains "agreement.read" if roles.held(input.subject, roles.platform_admin)
+
+granted contains "agreement.read" if publisher_officer
+
+granted contains "agreement.read" if consumer_itself
+
+granted contains "agreement.read" if consumer_member
+
+# Recording consents and erasure requests: the citizens' portal, or the citizen themselves.
+granted contains "consent.record" if subject_side
+
+# Reading erasure requests: as consent.record, plus any data officer (erasures concern publishers).
+granted contains "erasure.read" if subject_side
+
+granted contains "erasure.read" if roles.held(input.subject, roles.data_officer)
+
+# Streaming consent subject sets: tdg's own services.
+granted contains "consent.subjects" if roles.held(input.subject, roles.platform_admin)
+
+granted contains "consent.subjects" if roles.held(input.subject, roles.platform_service)
+
 #
 # Reasons: why the call is refused. Empty when allowed.
 #
@@ -98,35 +242,133 @@ reasons contains "unauthenticated caller" if not authenticated
 
 reasons contains sprintf("method %s is not governed by any rule", [method]) if not governed
 
+reasons contains sprintf("party '%s' is suspended", [id]) if some id in suspended
+
 reasons contains reason if {
 	authenticated
-	not allow
+	refused
 	some reason in refusals
 }
 
 # A class refused without a specific refusal still says why (a deny never comes without a reason).
 reasons contains sprintf("%s requires permission %s, which the caller does not hold", [rpc_name, permission]) if {
 	authenticated
-	not allow
+	refused
 	count(refusals) == 0
 }
 
 # Per class: why an authenticated caller was not granted the method's permission.
 refusals contains sprintf("%s requires a dataset with a publisher, and the request names none", [rpc_name]) if {
 	permission == "catalog.manage"
-	not "catalog.manage" in granted
+	refused
 	resource_publisher == ""
 }
 
 refusals contains reason if {
 	permission == "catalog.manage"
-	not "catalog.manage" in granted
+	refused
 	resource_publisher != ""
 	reason := sprintf(
 		"role %s of publisher '%s' (or %s) required to call %s on '%s'",
 		[roles.data_officer, resource_publisher, roles.platform_admin, rpc_name, managed_dataset],
 	)
 }
+
+refusals contains sprintf("role %s required to call %s", [roles.platform_admin, rpc_name]) if {
+	permission == "parties.manage"
+	refused
+}
+
+refusals contains reason if {
+	permission == "access.request"
+	refused
+	reason := sprintf(
+		"%s for consumer %s requires being that consumer, a %s of its organisation %s, or %s",
+		[rpc_name, quoted(resource_field("consumer")), roles.data_officer, quoted(resource_field("consumer_org")), roles.platform_admin],
+	)
+}
+
+refusals contains reason if {
+	permission == "access.decide"
+	refused
+	reason := sprintf(
+		"role %s of publisher %s (or %s) required to call %s on %s",
+		[roles.data_officer, quoted(resource_publisher), roles.platform_admin, rpc_name, agreement_named],
+	)
+}
+
+refusals contains reason if {
+	permission == "access.revoke"
+	refused
+	reason := sprintf(
+		"%s on %s requires a %s of publisher %s, the consumer %s or a %s of its organisation %s, or %s",
+		[
+			rpc_name, agreement_named, roles.data_officer, quoted(resource_publisher),
+			quoted(resource_field("consumer")), roles.data_officer, quoted(resource_field("consumer_org")),
+			roles.platform_admin,
+		],
+	)
+}
+
+refusals contains sprintf("%s without a publisher, consumer or consumer_org filter requires %s", [rpc_name, roles.platform_admin]) if {
+	permission == "agreement.read"
+	refused
+	not names_a_party
+}
+
+refusals contains reason if {
+	permission == "agreement.read"
+	refused
+	names_a_party
+	reason := sprintf(
+		"%s on %s requires a %s of publisher %s, the consumer %s or its organisation %s, or %s",
+		[
+			rpc_name, agreement_named, roles.data_officer, quoted(resource_publisher),
+			quoted(resource_field("consumer")), quoted(resource_field("consumer_org")), roles.platform_admin,
+		],
+	)
+}
+
+refusals contains reason if {
+	permission == "consent.record"
+	refused
+	reason := sprintf(
+		"%s for data subject %s requires role %s, role %s acting for themselves, or %s",
+		[rpc_name, quoted(resource_field("subject_id")), roles.consent_registrar, roles.citizen, roles.platform_admin],
+	)
+}
+
+refusals contains reason if {
+	permission == "erasure.read"
+	refused
+	reason := sprintf(
+		"%s for data subject %s requires role %s, %s, role %s acting for themselves, or %s",
+		[rpc_name, quoted(resource_field("subject_id")), roles.consent_registrar, roles.data_officer, roles.citizen, roles.platform_admin],
+	)
+}
+
+refusals contains sprintf("role %s (or %s) required to call %s", [roles.platform_service, roles.platform_admin, rpc_name]) if {
+	permission == "consent.subjects"
+	refused
+}
+
+# The agreement resource (or ListAgreements filter) names a publisher, consumer or consumer_org.
+names_a_party if {
+	some name in ["publisher", "consumer", "consumer_org"]
+	resource_field(name) != ""
+}
+
+# How refusals name an id of the resource: quoted, or "(none)" when the request names none.
+quoted(id) := sprintf("'%s'", [id]) if {
+	id != ""
+} else := "(none)"
+
+# How consent refusals name the agreement: its id, else the dataset, else "an agreement".
+agreement_named := sprintf("agreement '%s'", [resource_field("agreement_id")]) if {
+	resource_field("agreement_id") != ""
+} else := sprintf("an agreement on '%s'", [resource_field("dataset_id")]) if {
+	resource_field("dataset_id") != ""
+} else := "an agreement"
 
 # How refusals name the dataset: its id when given, else its publisher.
 managed_dataset := input.resource.dataset_id if {

@@ -272,7 +272,8 @@ test_every_catalog_method_has_its_class if {
 	every rpc_name in read_rpcs {
 		rpc.permissions[sprintf("/%s/%s", [catalog, rpc_name])] == "catalog.read"
 	}
-	count(rpc.permissions) == count(management_rpcs) + count(read_rpcs)
+	catalog_methods := {method | some method, _ in rpc.permissions; startswith(method, sprintf("/%s/", [catalog]))}
+	count(catalog_methods) == count(management_rpcs) + count(read_rpcs)
 }
 
 test_every_table_entry_is_a_full_grpc_method if {
@@ -313,4 +314,368 @@ test_draft_scope_is_given_on_deny_too if {
 test_unauthenticated_caller_sees_no_drafts_whatever_its_roles if {
 	d := decide(call("ListDatasets", object.union(admin, {"party": ""}), {}))
 	d.draft_scope == {"all": false, "publishers": []}
+}
+
+#
+# Consent service
+#
+
+consent := "tdg.consent.v1.ConsentService"
+
+# Every consent method and its class, as the contract's table lists them.
+consent_classes := {
+	"RegisterParty": "parties.manage",
+	"SuspendParty": "parties.manage",
+	"ReinstateParty": "parties.manage",
+	"GetParty": "registry.read",
+	"ListParties": "registry.read",
+	"ListPurposes": "registry.read",
+	"ListProducerGrants": "registry.read",
+	"RequestAccess": "access.request",
+	"ApproveAccess": "access.decide",
+	"RefuseAccess": "access.decide",
+	"SuspendAgreement": "access.decide",
+	"ResumeAgreement": "access.decide",
+	"RevokeAgreement": "access.revoke",
+	"GetAgreement": "agreement.read",
+	"ListAgreements": "agreement.read",
+	"GiveConsent": "consent.record",
+	"WithdrawConsent": "consent.record",
+	"ListConsents": "consent.record",
+	"RequestErasure": "consent.record",
+	"GetErasure": "erasure.read",
+	"ListErasures": "erasure.read",
+	"StreamSubjectSet": "consent.subjects",
+}
+
+rpcs_of(class) := [rpc_name | some rpc_name, c in consent_classes; c == class]
+
+velo_officer := {"party": "velo-office", "org": "velo-startup", "roles": [roles.data_officer]}
+
+velo_analyst := {"party": "velo-analyst", "org": "velo-startup", "roles": []}
+
+lyon_intern := {"party": "lyon-intern", "org": "metropole-lyon", "roles": []}
+
+other_app := {"party": "parking-app", "org": "parking-co", "roles": []}
+
+registrar := {"party": "citizens-portal", "org": "tdg-platform", "roles": [roles.consent_registrar]}
+
+alice := {"party": "subj-alice", "org": "", "roles": [roles.citizen]}
+
+bob := {"party": "subj-bob", "roles": [roles.citizen]}
+
+query_service := {"party": "tdg-query", "org": "tdg-platform", "roles": [roles.platform_service]}
+
+# An agreement of velo-app (velo-startup) on a dataset of metropole-lyon.
+agreement := {
+	"dataset_id": "metropole-lyon.bike-counters",
+	"publisher": "metropole-lyon",
+	"agreement_id": "agr-1",
+	"consumer": "velo-app",
+	"consumer_org": "velo-startup",
+}
+
+alices_data := {"subject_id": "subj-alice"}
+
+consent_call(rpc_name, subject, resource) := {
+	"method": sprintf("/%s/%s", [consent, rpc_name]),
+	"service": consent,
+	"rpc": rpc_name,
+	"subject": subject,
+	"resource": resource,
+}
+
+allowed_for_all(class, subjects, resource) if {
+	every rpc_name in rpcs_of(class) {
+		every subject in subjects {
+			allowed(decide(consent_call(rpc_name, subject, resource)))
+		}
+	}
+}
+
+denied_for_all(class, subjects, resource) if {
+	every rpc_name in rpcs_of(class) {
+		every subject in subjects {
+			d := decide(consent_call(rpc_name, subject, resource))
+			d.allow == false
+			count(d.reasons) > 0
+		}
+	}
+}
+
+test_every_consent_method_has_its_class if {
+	every rpc_name, class in consent_classes {
+		rpc.permissions[sprintf("/%s/%s", [consent, rpc_name])] == class
+	}
+	consent_methods := {method | some method, _ in rpc.permissions; startswith(method, sprintf("/%s/", [consent]))}
+	count(consent_methods) == count(consent_classes)
+}
+
+# parties.manage
+
+test_admin_manages_parties if {
+	allowed_for_all("parties.manage", [admin], {})
+}
+
+test_only_admin_manages_parties if {
+	denied_for_all("parties.manage", [lyon_officer, velo_officer, registrar, query_service, mobility_app], {})
+	d := decide(consent_call("SuspendParty", lyon_officer, {}))
+	d.reasons == ["role platform-admin required to call SuspendParty"]
+}
+
+# registry.read
+
+test_any_authenticated_caller_reads_the_registry if {
+	allowed_for_all("registry.read", [mobility_app, alice, registrar, {"party": "bare-app"}], {})
+}
+
+test_unauthenticated_caller_cannot_read_the_registry if {
+	every rpc_name in rpcs_of("registry.read") {
+		decide(consent_call(rpc_name, {"party": "", "roles": [roles.platform_admin]}, {})).reasons == ["unauthenticated caller"]
+	}
+}
+
+# access.request
+
+test_access_request_by_admin_consumer_or_its_officer if {
+	allowed_for_all("access.request", [admin, mobility_app, velo_officer], agreement)
+}
+
+test_access_request_for_its_org_by_the_officer_without_consumer_named if {
+	allowed(decide(consent_call("RequestAccess", velo_officer, {"consumer_org": "velo-startup", "dataset_id": "x"})))
+}
+
+test_access_request_refused_to_others if {
+	# the publisher cannot ask on the consumer's behalf; a consumer org member needs the role
+	denied_for_all("access.request", [lyon_officer, velo_analyst, other_app, registrar], agreement)
+	d := decide(consent_call("RequestAccess", lyon_officer, agreement))
+	d.reasons == ["RequestAccess for consumer 'velo-app' requires being that consumer, a data-officer of its organisation 'velo-startup', or platform-admin"]
+}
+
+test_access_request_needs_a_named_consumer if {
+	# empty fields never match an empty subject field
+	d := decide(consent_call("RequestAccess", {"party": "x", "org": "", "roles": [roles.data_officer]}, {"consumer": "", "consumer_org": ""}))
+	d.reasons == ["RequestAccess for consumer (none) requires being that consumer, a data-officer of its organisation (none), or platform-admin"]
+}
+
+# access.decide
+
+test_access_decided_by_admin_or_publishers_officer if {
+	allowed_for_all("access.decide", [admin, lyon_officer], agreement)
+}
+
+test_admin_decides_without_a_publisher if {
+	allowed_for_all("access.decide", [admin], {"agreement_id": "agr-1"})
+}
+
+test_access_decide_refused_to_others if {
+	denied_for_all("access.decide", [grenoble_officer, lyon_intern, mobility_app, velo_officer, registrar], agreement)
+	d := decide(consent_call("ApproveAccess", grenoble_officer, agreement))
+	d.reasons == ["role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call ApproveAccess on agreement 'agr-1'"]
+}
+
+test_access_decide_without_publisher_refused_to_officers if {
+	officer := object.union(lyon_officer, {"org": ""})
+	denied_for_all("access.decide", [officer, lyon_officer], {"agreement_id": "agr-1", "publisher": ""})
+	d := decide(consent_call("SuspendAgreement", lyon_officer, {"dataset_id": "metropole-lyon.bike-counters"}))
+	d.reasons == ["role data-officer of publisher (none) (or platform-admin) required to call SuspendAgreement on an agreement on 'metropole-lyon.bike-counters'"]
+}
+
+# access.revoke
+
+test_revoke_by_either_side if {
+	allowed_for_all("access.revoke", [admin, lyon_officer, mobility_app, velo_officer], agreement)
+}
+
+test_revoke_refused_to_others if {
+	denied_for_all("access.revoke", [velo_analyst, lyon_intern, grenoble_officer, other_app, registrar], agreement)
+	d := decide(consent_call("RevokeAgreement", velo_analyst, agreement))
+	d.reasons == ["RevokeAgreement on agreement 'agr-1' requires a data-officer of publisher 'metropole-lyon', the consumer 'velo-app' or a data-officer of its organisation 'velo-startup', or platform-admin"]
+}
+
+test_revoke_with_empty_resource_only_admin if {
+	allowed(decide(consent_call("RevokeAgreement", admin, {})))
+	d := decide(consent_call("RevokeAgreement", {"party": "p", "org": "", "roles": [roles.data_officer]}, {}))
+	d.reasons == ["RevokeAgreement on an agreement requires a data-officer of publisher (none), the consumer (none) or a data-officer of its organisation (none), or platform-admin"]
+}
+
+# agreement.read
+
+test_agreement_read_by_admin_publisher_officer_and_consumer_side if {
+	# any member of the consumer's organisation reads its agreements
+	allowed_for_all("agreement.read", [admin, lyon_officer, mobility_app, velo_officer, velo_analyst], agreement)
+}
+
+test_agreement_read_refused_to_others if {
+	denied_for_all("agreement.read", [grenoble_officer, lyon_intern, other_app, registrar, query_service], agreement)
+	d := decide(consent_call("GetAgreement", lyon_intern, agreement))
+	d.reasons == ["GetAgreement on agreement 'agr-1' requires a data-officer of publisher 'metropole-lyon', the consumer 'velo-app' or its organisation 'velo-startup', or platform-admin"]
+}
+
+test_list_agreements_without_party_filter_only_admin if {
+	every resource in [{}, {"dataset_id": "metropole-lyon.bike-counters"}] {
+		allowed(decide(consent_call("ListAgreements", admin, resource)))
+		every subject in [lyon_officer, mobility_app, velo_officer] {
+			d := decide(consent_call("ListAgreements", subject, resource))
+			d.reasons == ["ListAgreements without a publisher, consumer or consumer_org filter requires platform-admin"]
+		}
+	}
+}
+
+test_list_agreements_filtered_by_publisher if {
+	resource := {"publisher": "metropole-lyon"}
+	allowed(decide(consent_call("ListAgreements", lyon_officer, resource)))
+	not decide(consent_call("ListAgreements", grenoble_officer, resource)).allow
+	not decide(consent_call("ListAgreements", lyon_intern, resource)).allow
+	not decide(consent_call("ListAgreements", mobility_app, resource)).allow
+}
+
+test_list_agreements_filtered_by_consumer if {
+	allowed(decide(consent_call("ListAgreements", mobility_app, {"consumer": "velo-app"})))
+	not decide(consent_call("ListAgreements", other_app, {"consumer": "velo-app"})).allow
+	not decide(consent_call("ListAgreements", velo_analyst, {"consumer": "velo-app"})).allow
+}
+
+test_list_agreements_filtered_by_consumer_org if {
+	allowed(decide(consent_call("ListAgreements", velo_analyst, {"consumer_org": "velo-startup"})))
+	allowed(decide(consent_call("ListAgreements", mobility_app, {"consumer_org": "velo-startup"})))
+	not decide(consent_call("ListAgreements", other_app, {"consumer_org": "velo-startup"})).allow
+}
+
+# consent.record
+
+test_consent_recorded_by_admin_registrar_or_the_citizen if {
+	allowed_for_all("consent.record", [admin, registrar, alice], alices_data)
+}
+
+test_consent_record_refused_to_others if {
+	no_role := {"party": "subj-alice", "roles": []}
+	denied_for_all("consent.record", [bob, no_role, lyon_officer, query_service, mobility_app], alices_data)
+	d := decide(consent_call("GiveConsent", bob, alices_data))
+	d.reasons == ["GiveConsent for data subject 'subj-alice' requires role consent-registrar, role citizen acting for themselves, or platform-admin"]
+}
+
+test_citizen_needs_the_subject_named if {
+	denied_for_all("consent.record", [alice], {})
+	denied_for_all("consent.record", [alice], {"subject_id": ""})
+	allowed_for_all("consent.record", [registrar], {})
+}
+
+# erasure.read
+
+test_erasure_read_by_admin_registrar_citizen_or_any_officer if {
+	allowed_for_all("erasure.read", [admin, registrar, alice, lyon_officer, grenoble_officer], alices_data)
+}
+
+test_erasure_read_refused_to_others if {
+	denied_for_all("erasure.read", [bob, mobility_app, query_service, lyon_intern], alices_data)
+	d := decide(consent_call("GetErasure", bob, alices_data))
+	d.reasons == ["GetErasure for data subject 'subj-alice' requires role consent-registrar, data-officer, role citizen acting for themselves, or platform-admin"]
+}
+
+# consent.subjects
+
+test_subject_sets_streamed_to_platform_services if {
+	allowed_for_all("consent.subjects", [admin, query_service], {"dataset_id": "metropole-lyon.bike-counters"})
+}
+
+test_subject_sets_refused_to_others if {
+	denied_for_all("consent.subjects", [registrar, lyon_officer, mobility_app, alice], {})
+	d := decide(consent_call("StreamSubjectSet", mobility_app, {}))
+	d.reasons == ["role platform-service (or platform-admin) required to call StreamSubjectSet"]
+}
+
+#
+# Suspension (every call, whatever the permission)
+#
+
+registry_with(parties) := {"revision": 1, "parties": parties}
+
+velo_startup_suspended := registry_with({
+	"velo-app": {"kind": "application", "organisation": "velo-startup", "status": "active"},
+	"velo-startup": {"kind": "private-partner", "organisation": "velo-startup", "status": "suspended"},
+})
+
+velo_app_suspended := registry_with({
+	"velo-app": {"kind": "application", "organisation": "velo-startup", "status": "suspended"},
+	"velo-startup": {"kind": "private-partner", "organisation": "velo-startup", "status": "active"},
+})
+
+test_suspended_org_denies_every_call_of_its_applications if {
+	every rpc_name, _ in consent_classes {
+		d := rpc.decision with input as consent_call(rpc_name, mobility_app, agreement)
+			with data.tdg.registry as velo_startup_suspended
+		denied_because(d, "party 'velo-startup' is suspended")
+	}
+	every rpc_name in read_rpcs {
+		d := rpc.decision with input as call(rpc_name, mobility_app, {}) with data.tdg.registry as velo_startup_suspended
+		d.reasons == ["party 'velo-startup' is suspended"]
+	}
+}
+
+test_suspended_party_is_denied if {
+	d := rpc.decision with input as consent_call("GetAgreement", mobility_app, agreement)
+		with data.tdg.registry as velo_app_suspended
+	d.allow == false
+	d.reasons == ["party 'velo-app' is suspended"]
+}
+
+test_suspension_denies_a_granted_call_with_the_suspension_only if {
+	# the officer of the suspended org holds the permission: the only reason is the suspension
+	d := rpc.decision with input as consent_call("RequestAccess", velo_officer, agreement)
+		with data.tdg.registry as velo_startup_suspended
+	d.reasons == ["party 'velo-startup' is suspended"]
+}
+
+test_suspended_admin_is_denied if {
+	d := rpc.decision with input as call("RegisterDataset", admin, bike_counters)
+		with data.tdg.registry as registry_with({"platform-ops": {"status": "suspended"}})
+	d.reasons == ["party 'platform-ops' is suspended"]
+}
+
+test_suspension_and_refusal_both_reasoned if {
+	d := rpc.decision with input as consent_call("RegisterParty", mobility_app, {})
+		with data.tdg.registry as registry_with({
+			"velo-app": {"status": "suspended"},
+			"velo-startup": {"status": "suspended"},
+		})
+	d.reasons == [
+		"party 'velo-app' is suspended",
+		"party 'velo-startup' is suspended",
+		"role platform-admin required to call RegisterParty",
+	]
+}
+
+test_unauthenticated_with_suspended_org_gives_both_reasons if {
+	d := rpc.decision with input as call("GetDataset", {"party": "", "org": "velo-startup"}, {})
+		with data.tdg.registry as velo_startup_suspended
+	d.reasons == ["party 'velo-startup' is suspended", "unauthenticated caller"]
+}
+
+test_active_and_unlisted_parties_are_not_suspended if {
+	# a suspended party elsewhere in the registry does not concern this caller
+	allowed(rpc.decision) with input as consent_call("GetAgreement", lyon_officer, agreement)
+		with data.tdg.registry as velo_app_suspended
+	allowed(rpc.decision) with input as consent_call("ListPurposes", other_app, {})
+		with data.tdg.registry as velo_startup_suspended
+	allowed(rpc.decision) with input as consent_call("GetAgreement", mobility_app, agreement)
+		with data.tdg.registry as registry_with({"velo-app": {"status": "active"}, "velo-startup": {"status": "active"}})
+}
+
+test_empty_org_never_matches_a_suspended_entry if {
+	allowed(rpc.decision) with input as consent_call("ListPurposes", alice, {})
+		with data.tdg.registry as registry_with({"": {"status": "suspended"}})
+}
+
+test_without_bundle_nobody_is_suspended if {
+	# no data.tdg.registry at all: the consent service was never reached
+	allowed(decide(consent_call("RequestAccess", mobility_app, agreement)))
+	allowed(decide(call("RegisterDataset", lyon_officer, bike_counters)))
+}
+
+test_malformed_bundle_suspends_nobody if {
+	allowed(rpc.decision) with input as consent_call("ListPurposes", mobility_app, {})
+		with data.tdg.registry as {"parties": ["velo-app"]}
+	allowed(rpc.decision) with input as consent_call("ListPurposes", mobility_app, {})
+		with data.tdg.registry as "not an object"
 }

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from tdg_catalog.model import AccessLevel, Column, Metadata, Schema, Sensitivity
 from tdg_catalog.validation import (
-    parse_dataset_id,
     validate_metadata,
     validate_new_dataset,
     validate_schema,
 )
 from tdg_core.errors import InvalidArgument
+from tdg_core.identifiers import parse_dataset_id
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -97,6 +97,26 @@ async def upgrade_to_head(engine: AsyncEngine, migrations_dir: Path) -> None:
 
     async with engine.begin() as conn:
         await conn.run_sync(run)
+
+
+def run_migrations_in_env() -> None:
+    """The body of every service's Alembic `env.py`: run on the connection handed over by
+    `upgrade_to_head` (services never open their own for migrations)."""
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations through tdg_core.db.upgrade_to_head (the service does)")
+    context.configure(connection=connection, target_metadata=None, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def database_up(engine: AsyncEngine) -> bool:
+    """The health probe of a service's database."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return True
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -185,6 +185,19 @@ async def ensure_topics(
         await admin.close()
 
 
+async def topic_partitions(bootstrap: str, topic: str, timeout_ms: int = 10_000) -> list[int]:
+    """The partition numbers of a topic, sorted; [] when it does not exist (yet)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code", 0) != 0:
+        return []
+    return sorted(p["partition"] for p in described.get("partitions", []))
+
+
 async def kafka_reachable(bootstrap: str, timeout_ms: int = 2_000) -> bool:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
     try:

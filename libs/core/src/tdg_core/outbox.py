@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tdg_core.background import Background
 from tdg_core.db import write_gate
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec, ensure_topics
 
@@ -96,7 +97,7 @@ class Outbox:
         self._idle_poll_s = idle_poll_s
         self._retry_s = retry_s
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("outbox-relay", self._run)
 
     async def add(self, conn: AsyncConnection, topic: str, key: str, event: CloudEvent) -> None:
         """Record an event in the caller's open transaction."""
@@ -184,14 +185,7 @@ class Outbox:
                 pass
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._task.stop()

@@ -11,8 +11,17 @@ platform_admin := "platform-admin"
 # A publisher's data officer: manages the datasets of their own organisation (`subject.org`).
 data_officer := "data-officer"
 
+# The citizens' portal: records consents and erasure requests on behalf of data subjects.
+consent_registrar := "consent-registrar"
+
+# A data subject acting for themselves; the token's `sub` (`subject.party`) is their subject id.
+citizen := "citizen"
+
+# tdg's own services (e.g. the query service reading consent subject sets).
+platform_service := "platform-service"
+
 # Every role a policy knows about.
-known := {platform_admin, data_officer}
+known := {platform_admin, data_officer, consent_registrar, citizen, platform_service}
 
 # METADATA
 # description: true when `subject.roles` is an array (or set) containing `role`.

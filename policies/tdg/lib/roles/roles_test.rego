@@ -5,7 +5,21 @@ import data.tdg.lib.roles
 test_role_names_are_the_token_claim_values if {
 	roles.platform_admin == "platform-admin"
 	roles.data_officer == "data-officer"
-	roles.known == {"platform-admin", "data-officer"}
+	roles.consent_registrar == "consent-registrar"
+	roles.citizen == "citizen"
+	roles.platform_service == "platform-service"
+	roles.known == {"platform-admin", "data-officer", "consent-registrar", "citizen", "platform-service"}
+}
+
+test_new_roles_are_held_like_the_others if {
+	every role in [roles.consent_registrar, roles.citizen, roles.platform_service] {
+		roles.held({"roles": [role]}, role)
+		not roles.held({"roles": [roles.data_officer]}, role)
+	}
+}
+
+test_roles_are_distinct if {
+	count(roles.known) == 5
 }
 
 test_held_when_role_listed if {

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tdg_core import paging
 from tdg_core.db import transaction
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tdg_core.outbox import Outbox
@@ -145,11 +146,10 @@ class Catalog:
     async def list_datasets(
         self, f: store.ListFilter, scope: DraftScope, page_size: int, page_token: str
     ) -> tuple[list[Dataset], str]:
-        if not 0 <= page_size <= MAX_PAGE_SIZE:
-            raise InvalidArgument("page_size", f"must be between 1 and {MAX_PAGE_SIZE}")
-        after = store.decode_page_token(page_token) if page_token else ""
+        size = paging.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = paging.decode_page_token(page_token, "ListDatasets") if page_token else ""
         async with self._read() as conn:
-            return await store.list_datasets(conn, f, scope, page_size or DEFAULT_PAGE_SIZE, after)
+            return await store.list_datasets(conn, f, scope, size, after)
 
     async def search(
         self, query: str, limit: int, scope: DraftScope

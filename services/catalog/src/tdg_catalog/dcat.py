@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from tdg_core.identifiers import territory_kind
+
 from tdg_catalog.model import AccessLevel, Dataset, Schema
-from tdg_catalog.validation import PROPRIETARY, territory_kind
+from tdg_catalog.validation import PROPRIETARY
 
 CONTEXT = {
     "dcat": "http://www.w3.org/ns/dcat#",

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg_core.auth import TokenVerifier
-from tdg_core.db import create_engine, upgrade_to_head
+from tdg_core.db import create_engine, database_up, upgrade_to_head
 from tdg_core.events import EventProducer, TopicSpec
 from tdg_core.grpc import GrpcService, build_server
 from tdg_core.grpc.server import HealthMonitor
@@ -55,15 +55,17 @@ async def build_app(settings: CatalogSettings) -> CatalogApp:
         outbox,
         engine,
         producer,
-        topics=[TopicSpec(EVENTS_TOPIC, partitions=settings.catalog_events_partitions)],
+        topics=[
+            # Kept for ever: the change log from which other services rebuild their view.
+            TopicSpec(
+                EVENTS_TOPIC,
+                partitions=settings.catalog_events_partitions,
+                config={"retention.ms": "-1"},
+            )
+        ],
     )
     catalog = Catalog(engine, relay, settings.catalog_search_candidates)
     policy = PolicyClient(settings.opa_url, settings.opa_timeout_s)
-
-    async def database_up() -> bool:
-        async with engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        return True
 
     service = GrpcService(
         name=SERVICE_NAME,
@@ -72,7 +74,7 @@ async def build_app(settings: CatalogSettings) -> CatalogApp:
         ),
         resource_of=resource_of,
         # Kafka is not required to serve: the outbox keeps events until it returns.
-        dependencies={"database": database_up},
+        dependencies={"database": functools.partial(database_up, engine)},
     )
     server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
     return CatalogApp(server, monitor, port, engine, relay, producer, policy)

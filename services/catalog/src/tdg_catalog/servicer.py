@@ -11,6 +11,7 @@ from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg_core.errors import InvalidArgument
 from tdg_core.grpc import current_decision
+from tdg_core.identifiers import parse_dataset_id
 
 from tdg_catalog.catalog import Catalog
 from tdg_catalog.convert import (
@@ -22,7 +23,6 @@ from tdg_catalog.convert import (
 )
 from tdg_catalog.model import DraftScope
 from tdg_catalog.store import ListFilter
-from tdg_catalog.validation import parse_dataset_id
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CatalogService"].full_name
 

@@ -6,7 +6,6 @@ transaction. The schema is created by the Alembic migrations beside this module.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,8 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
-from tdg_core.errors import AlreadyExists, InvalidArgument, NotFound
+from tdg_core.errors import AlreadyExists, NotFound
 from tdg_core.outbox import outbox_table
+from tdg_core.paging import encode_page_token
 
 from tdg_catalog import search
 from tdg_catalog.codec import metadata_from_dict, metadata_to_dict, schema_from_dict, schema_to_dict
@@ -226,17 +226,6 @@ class ListFilter:
     theme: str = ""
     access_level: AccessLevel | None = None
     status: Status | None = None
-
-
-def encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
-
-
-def decode_page_token(token: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument("page_token", "not a token returned by ListDatasets") from exc
 
 
 async def list_datasets(

@@ -10,6 +10,7 @@ import re
 from urllib.parse import urlsplit
 
 from tdg_core.errors import InvalidArgument
+from tdg_core.identifiers import check_territory_codes, parse_dataset_id
 
 from tdg_catalog.model import AccessLevel, Metadata, Schema, Sensitivity
 from tdg_catalog.types import is_temporal, parse_type
@@ -44,40 +45,12 @@ MAX_TERRITORY = 5_000  # more than the communes of any French region
 MAX_COLUMNS = 500
 MAX_COLUMN_DESCRIPTION = 2_000
 MAX_UNIT = 50
-MAX_PUBLISHER = 63  # a DNS label, so a publisher can name a Kubernetes namespace or a host
-MAX_NAME = 100
 
-# Lowercase letters, digits and single inner hyphens, starting with a letter.
-_ID_PART = re.compile(r"[a-z](?:-?[a-z0-9])*")
 _COLUMN_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-_COMMUNE = re.compile(r"[0-9]{5}|2[AB][0-9]{3}")  # INSEE code officiel géographique
-_EPCI = re.compile(r"[0-9]{9}")  # SIREN of the intercommunality
-# Départements: 01-19, 21-95 (20 became 2A and 2B in 1976), Corsica, overseas 971-976.
-_DEPARTEMENT = re.compile(r"0[1-9]|1[0-9]|2[1-9]|[3-8][0-9]|9[0-5]|2[AB]|97[1-6]")
 
 # A subject column holds the identifier that consents and erasures are matched on.
 _SUBJECT_TYPES = ("string", "int32", "int64")
-
-
-def parse_dataset_id(dataset_id: str) -> tuple[str, str]:
-    """(publisher, name) of an id `<publisher>.<name>`."""
-    example = "e.g. 'metropole-lyon.bike-counters'"
-    if not dataset_id:
-        raise InvalidArgument("id", f"is required: <publisher>.<name>, {example}")
-    publisher, dot, name = dataset_id.partition(".")
-    if not dot or "." in name:
-        raise InvalidArgument("id", f"must be <publisher>.<name> with exactly one dot, {example}")
-    for part, what, limit in ((publisher, "publisher", MAX_PUBLISHER), (name, "name", MAX_NAME)):
-        if not _ID_PART.fullmatch(part):
-            raise InvalidArgument(
-                "id",
-                f"{what} {part!r} must be lowercase letters, digits and single hyphens, "
-                f"starting with a letter and not ending with a hyphen, {example}",
-            )
-        if len(part) > limit:
-            raise InvalidArgument("id", f"{what} is longer than {limit} characters")
-    return publisher, name
 
 
 def validate_new_dataset(dataset_id: str, metadata: Metadata, schema: Schema) -> str:
@@ -103,7 +76,7 @@ def validate_metadata(m: Metadata, field_prefix: str = "metadata") -> None:
         AccessLevel(m.access_level)
     except ValueError:
         raise InvalidArgument(f"{p}.access_level", "must be open, restricted or personal") from None
-    _check_territory(f"{p}.territory", m.territory)
+    check_territory_codes(f"{p}.territory", m.territory, MAX_TERRITORY)
     # Optional: an empty frequency means the publisher does not commit to one.
     if m.update_frequency and m.update_frequency not in UPDATE_FREQUENCIES:
         raise InvalidArgument(
@@ -169,34 +142,6 @@ def _check_licence(field: str, licence: str) -> None:
     raise InvalidArgument(
         field, f"unknown licence {licence!r}; one of {', '.join(LICENCES)} or proprietary:<name>"
     )
-
-
-def _check_territory(field: str, territory: tuple[str, ...]) -> None:
-    if len(territory) > MAX_TERRITORY:
-        raise InvalidArgument(field, f"at most {MAX_TERRITORY} codes, got {len(territory)}")
-    seen: set[str] = set()
-    for i, code in enumerate(territory):
-        if territory_kind(code) is None:
-            raise InvalidArgument(
-                f"{field}[{i}]",
-                f"{code!r} is not an INSEE commune code (5 characters, e.g. 69123 or 2A004), "
-                "an EPCI SIREN (9 digits, e.g. 200046977) "
-                "or a département code (e.g. 69, 2A, 974)",
-            )
-        if code in seen:
-            raise InvalidArgument(f"{field}[{i}]", f"{code!r} is listed twice")
-        seen.add(code)
-
-
-def territory_kind(code: str) -> str | None:
-    """'commune', 'epci' or 'departement' for a well-formed INSEE code, else None."""
-    if _COMMUNE.fullmatch(code):
-        return "commune"
-    if _EPCI.fullmatch(code):
-        return "epci"
-    if _DEPARTEMENT.fullmatch(code):
-        return "departement"
-    return None
 
 
 def validate_schema(s: Schema, access_level: AccessLevel, field_prefix: str = "schema") -> None:

@@ -7,7 +7,13 @@ has a pid file and a log file under a state directory, so a second `start()` is 
 """
 
 from tdg_core.devstack._kafka import KafkaNode, list_topics, server_properties
-from tdg_core.devstack._opa import OpaServer
+from tdg_core.devstack._opa import (
+    REGISTRY_BUNDLE,
+    REGISTRY_RESOURCE,
+    REGISTRY_ROOT,
+    OpaServer,
+    registry_bundle_config,
+)
 from tdg_core.devstack._ports import free_port, port_in_use
 from tdg_core.devstack._postgres import PostgresServer
 from tdg_core.devstack._process import Component, DevStackError, ManagedProcess
@@ -17,6 +23,9 @@ from tdg_core.devstack._tools import KAFKA_VERSION, OPA_VERSION, Tools, find_rep
 __all__ = [
     "KAFKA_VERSION",
     "OPA_VERSION",
+    "REGISTRY_BUNDLE",
+    "REGISTRY_RESOURCE",
+    "REGISTRY_ROOT",
     "Component",
     "DevStackError",
     "KafkaNode",
@@ -32,5 +41,6 @@ __all__ = [
     "list_topics",
     "port_in_use",
     "provision",
+    "registry_bundle_config",
     "server_properties",
 ]

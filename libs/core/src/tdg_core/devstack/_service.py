@@ -25,6 +25,14 @@ class ServiceSpec:
     port: int
     # Extra environment of this service only (on top of the stack's shared TDG_ variables).
     env: Mapping[str, str] = field(default_factory=dict)
+    # Other ports it listens on (e.g. the consent service's OPA bundle server), so `tdg dev` can
+    # tell when one is taken by someone else. Setting them is the env's job (TDG_<NAME>_*_PORT).
+    extra_ports: tuple[int, ...] = ()
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The gRPC port first, then the extra ones."""
+        return (self.port, *self.extra_ports)
 
     @property
     def installed(self) -> bool:

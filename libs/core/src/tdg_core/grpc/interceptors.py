@@ -6,6 +6,7 @@ DomainError they or the servicer raise into the matching status code.
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,8 +31,11 @@ EXEMPT_PREFIXES = (
 )
 
 Metadata = dict[str, str]
-ResourceExtractor = Callable[[str, Any], dict[str, Any]]
-"""(rpc name, request message or None for client streams) → the policy input's `resource`."""
+ResourceExtractor = Callable[[str, Any], dict[str, Any] | Awaitable[dict[str, Any]]]
+"""(rpc name, request message or None for client streams) → the policy input's `resource`.
+
+May be async, for a service that must look the resource up (e.g. an agreement's publisher); it may
+raise a DomainError (NotFound) for a resource that does not exist."""
 
 
 class _BeforeCallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -218,7 +222,8 @@ class AuthorizationInterceptor(_BeforeCallInterceptor):
         from tdg_core.grpc.context import current_principal
 
         service, _, rpc = method.lstrip("/").partition("/")
-        resource = self._resource_of(rpc, request)
+        found = self._resource_of(rpc, request)
+        resource = await found if inspect.isawaitable(found) else found
         if dataset_id := resource.get("dataset_id"):
             structlog.contextvars.bind_contextvars(dataset=dataset_id)
         decision = await self._policy.decide(

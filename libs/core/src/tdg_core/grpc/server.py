@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import inspect
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import structlog
@@ -14,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tdg_core.auth import TokenVerifier
+from tdg_core.background import Background
 from tdg_core.grpc.interceptors import (
     AuthenticationInterceptor,
     AuthorizationInterceptor,
@@ -47,7 +49,7 @@ class HealthMonitor:
         self._names = ["", *service_names]
         self._probes = probes
         self._interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._task = Background("health-monitor", self._run)
         self.down: list[str] = []
 
     async def check_once(self) -> None:
@@ -72,15 +74,11 @@ class HealthMonitor:
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="health-monitor")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task:
-            # Wait for the cancelled probe: a probe cut off mid-query would leak its connection.
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # Waits for the cancelled probe: a probe cut off mid-query would leak its connection.
+        await self._task.stop()
         for name in self._names:
             await self.servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
@@ -94,10 +92,11 @@ def build_server(
 ) -> tuple[grpc.aio.Server, HealthMonitor, int]:
     """A server with every tdg interceptor, health and reflection; returns it and its bound port."""
 
-    def resource_of(rpc: str, request: object) -> dict[str, object]:
+    async def resource_of(rpc: str, request: object) -> dict[str, Any]:
         # One server hosts few services; the first that knows the rpc name answers.
         for svc in services:
-            resource = svc.resource_of(rpc, request)
+            found = svc.resource_of(rpc, request)
+            resource = await found if inspect.isawaitable(found) else found
             if resource:
                 return resource
         return {}

@@ -1,7 +1,9 @@
 """The tdg pytest plugin (entry point `tdg`): session fixtures for the real dependencies.
 
 - `kafka` → `KafkaBroker` (bootstrap, owned, stop/start)
-- `opa` → `OpaEndpoint` (url, owned, stop/start), serving the repository's `policies/`
+- `opa` → `OpaEndpoint` (url, owned, stop/start, bundle_port), serving the repository's
+  `policies/` and pulling the registry bundle from a consent bundle server that a test starts on
+  127.0.0.1:`bundle_port` (None when that OPA pulls none: see `tdg_core.testing._opa`)
 - `postgres_url` → a `postgresql+asyncpg://` URL
 
 Each honours an environment variable naming a running one (TDG_KAFKA_BOOTSTRAP, TDG_OPA_URL,

@@ -1,0 +1,138 @@
+package tdg.lib.registry_test
+
+import data.tdg.lib.registry
+
+# 2026-03-01T00:00:00Z
+now := 1772323200000000000
+
+day := 86400000000000
+
+read_agreement(consumer, overrides) := object.union(
+	{
+		"dataset": "lyon.bikes",
+		"consumer": consumer,
+		"kind": "read",
+		"state": "active",
+		"purposes": ["research", "mobility-planning"],
+		"valid_from_ns": now - day,
+		"valid_until_ns": 0,
+	},
+	overrides,
+)
+
+bundle := {
+	"revision": 3,
+	"settings": {
+		"purposes": ["research", "mobility-planning"],
+		"default_min_group_size": 20,
+		"default_masks": {"personal": "hash"},
+	},
+	"parties": {
+		"app": {"kind": "application", "organisation": "org", "status": "active"},
+		"org": {"kind": "private-partner", "organisation": "org", "status": "suspended"},
+	},
+	"agreements": {
+		"agr-app": read_agreement("app", {}),
+		"agr-org": read_agreement("org", {"state": "suspended"}),
+		"agr-w": read_agreement("app", {"kind": "write"}),
+		"agr-other": read_agreement("app", {"dataset": "lyon.parkings"}),
+	},
+	"index": {
+		"app": {"lyon.bikes": {"read": ["agr-app", "agr-other", "agr-missing"], "write": ["agr-w"]}},
+		"org": {"lyon.bikes": {"read": ["agr-org"], "write": []}},
+	},
+}
+
+app := {"party": "app", "org": "org", "roles": []}
+
+test_loaded_only_with_the_bundle if {
+	registry.loaded with data.tdg.registry as bundle
+	not registry.loaded
+	not registry.loaded with data.tdg.registry as {"parties": {}}
+}
+
+test_settings if {
+	registry.default_min_group_size == 20 with data.tdg.registry as bundle
+	registry.default_masks == {"personal": "hash"} with data.tdg.registry as bundle
+}
+
+test_settings_without_bundle if {
+	registry.settings == {}
+	registry.default_masks == {}
+	registry.default_min_group_size == 10
+}
+
+test_known_purpose if {
+	registry.known_purpose("research") with data.tdg.registry as bundle
+	not registry.known_purpose("marketing") with data.tdg.registry as bundle
+	not registry.known_purpose("") with data.tdg.registry as object.union(bundle, {"settings": {"purposes": [""]}})
+	not registry.known_purpose("research")
+}
+
+test_suspended if {
+	registry.suspended("org") with data.tdg.registry as bundle
+	not registry.suspended("app") with data.tdg.registry as bundle
+	not registry.suspended("nobody") with data.tdg.registry as bundle
+	not registry.suspended("org")
+}
+
+test_suspended_ids if {
+	registry.suspended_ids(app) == {"org"} with data.tdg.registry as bundle
+	registry.suspended_ids({"party": "app"}) == set() with data.tdg.registry as bundle
+	registry.suspended_ids(app) == set()
+}
+
+test_consumers if {
+	registry.consumers(app) == {"app", "org"}
+	registry.consumers({"party": "app", "org": ""}) == {"app"}
+	registry.consumers({"party": "same", "org": "same"}) == {"same"}
+	registry.consumers({"party": 1, "org": ["x"]}) == set()
+}
+
+test_held_follows_the_index if {
+	held := registry.held(app, "lyon.bikes", "read") with data.tdg.registry as bundle
+	object.keys(held) == {"agr-app", "agr-org"}
+	object.keys(registry.held(app, "lyon.bikes", "write")) == {"agr-w"} with data.tdg.registry as bundle
+	registry.held({"party": "app"}, "lyon.bikes", "read") == {"agr-app": bundle.agreements["agr-app"]} with data.tdg.registry as bundle
+	registry.held(app, "lyon.bikes", "read") == {}
+}
+
+test_usable if {
+	registry.usable(read_agreement("app", {})) with time.now_ns as now
+	not registry.usable(read_agreement("app", {"state": "suspended"})) with time.now_ns as now
+	not registry.usable(read_agreement("app", {"valid_from_ns": now + 1})) with time.now_ns as now
+	registry.usable(read_agreement("app", {"valid_from_ns": now})) with time.now_ns as now
+	registry.usable(read_agreement("app", {"valid_until_ns": now + 1})) with time.now_ns as now
+	not registry.usable(read_agreement("app", {"valid_until_ns": now})) with time.now_ns as now
+	not registry.usable(read_agreement("app", {"valid_from_ns": "yesterday"})) with time.now_ns as now
+	not registry.usable(read_agreement("app", {"valid_until_ns": null})) with time.now_ns as now
+}
+
+test_covers if {
+	registry.covers(read_agreement("app", {}), "research")
+	not registry.covers(read_agreement("app", {}), "public-health")
+	not registry.covers(read_agreement("app", {"purposes": "research"}), "research")
+}
+
+test_refusals if {
+	registry.refusals("a", read_agreement("app", {})) == set() with time.now_ns as now
+	registry.refusals("a", read_agreement("app", {"state": "suspended", "valid_until_ns": now - day})) == {
+		"agreement 'a' is suspended",
+		"agreement 'a' expired at 2026-02-28T00:00:00Z",
+	} with time.now_ns as now
+	registry.refusals("a", read_agreement("app", {"valid_from_ns": now + day})) == {"agreement 'a' is not valid until 2026-03-02T00:00:00Z"} with time.now_ns as now
+	registry.refusals("a", object.remove(read_agreement("app", {"valid_from_ns": "soon"}), ["state"])) == {
+		"agreement 'a' is in no state",
+		"agreement 'a' has a malformed validity period",
+	} with time.now_ns as now
+}
+
+test_purpose_refusal if {
+	registry.purpose_refusal("a", read_agreement("app", {}), "public-health") == "purpose 'public-health' is not among the purposes of agreement 'a' (mobility-planning, research)"
+	not registry.purpose_refusal("a", read_agreement("app", {}), "research")
+}
+
+test_missing if {
+	registry.missing(app, "lyon.bikes", "write") == "no write agreement for dataset 'lyon.bikes' held by 'app' or 'org'"
+	registry.missing({}, "lyon.bikes", "read") == "no read agreement for dataset 'lyon.bikes' held by the caller"
+}

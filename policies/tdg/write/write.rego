@@ -1,0 +1,146 @@
+# METADATA
+# title: Write authorization
+# description: |
+#   May this party write records to this dataset now. The ingest path posts
+#   {subject: {party, org, roles}, dataset: {id, publisher, status}} to /v1/data/tdg/write/decision.
+#   The publisher writes its own datasets; anyone else needs an active write agreement (of its party
+#   or of its organisation) valid now. See policies/README.md for the contract.
+package tdg.write
+
+import data.tdg.lib.registry
+
+# METADATA
+# description: The answer; always an object, on allow and on deny.
+decision := {
+	"allow": allow,
+	"reasons": sort(reasons),
+	"agreement_id": agreement_id,
+	"commitments": commitments,
+}
+
+default allow := false
+
+allow if {
+	permitted
+	count(problems) == 0
+}
+
+# The positive conditions of a write (each has a problem below when it fails).
+permitted if {
+	authenticated
+	count(suspended) == 0
+	dataset_id != ""
+	dataset_status == "published"
+	writer
+}
+
+writer if own_dataset
+
+writer if agreement
+
+#
+# Input
+#
+
+authenticated if {
+	is_string(input.subject.party)
+	input.subject.party != ""
+}
+
+default subject_org := ""
+
+subject_org := input.subject.org if is_string(input.subject.org)
+
+default dataset_id := ""
+
+dataset_id := input.dataset.id if is_string(input.dataset.id)
+
+default dataset_publisher := ""
+
+dataset_publisher := input.dataset.publisher if is_string(input.dataset.publisher)
+
+default dataset_status := ""
+
+dataset_status := input.dataset.status if is_string(input.dataset.status)
+
+default suspended := set()
+
+suspended := registry.suspended_ids(input.subject)
+
+# The caller's organisation publishes the dataset.
+own_dataset if {
+	dataset_publisher != ""
+	subject_org == dataset_publisher
+}
+
+#
+# The write agreement
+#
+
+# The write agreements held by the caller's party or organisation on the dataset (any state).
+default held := {}
+
+held := registry.held(input.subject, dataset_id, "write")
+
+# The ids of those usable now (active, valid now).
+usable_ids contains id if {
+	some id, candidate in held
+	registry.usable(candidate)
+}
+
+# The agreement the write rests on: the smallest usable id.
+agreement := held[sort(usable_ids)[0]] if count(usable_ids) > 0
+
+# The agreement named in the answer: none for the publisher or on deny.
+default agreement_id := ""
+
+agreement_id := sort(usable_ids)[0] if {
+	allow
+	not own_dataset
+}
+
+default commitments := {}
+
+commitments := object.get(agreement, "commitments", {}) if {
+	allow
+	not own_dataset
+}
+
+#
+# Reasons: why the write is refused. Empty when allowed.
+#
+
+reasons contains reason if some reason in problems
+
+# A refusal without a specific problem still says why.
+reasons contains "write refused" if {
+	not allow
+	count(problems) == 0
+}
+
+problems contains "unauthenticated caller" if not authenticated
+
+problems contains sprintf("party '%s' is suspended", [id]) if some id in suspended
+
+problems contains "the request names no dataset" if dataset_id == ""
+
+problems contains sprintf("dataset '%s' is deprecated", [dataset_id]) if dataset_status == "deprecated"
+
+problems contains sprintf("dataset '%s' is not published (status '%s')", [dataset_id, dataset_status]) if {
+	not dataset_status in {"published", "deprecated"}
+}
+
+problems contains registry.missing(input.subject, dataset_id, "write") if {
+	authenticated
+	dataset_id != ""
+	not own_dataset
+	count(held) == 0
+}
+
+problems contains reason if {
+	authenticated
+	not own_dataset
+	count(usable_ids) == 0
+	some id, candidate in held
+	some reason in registry.refusals(id, candidate)
+}

@@ -1,0 +1,133 @@
+"""Wires the consent service: database (migrated), the catalog follower, the outbox relay, the
+OPA bundle server, the agreement expiry sweep and the gRPC server."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tdg.consent.v1 import consent_pb2_grpc
+from tdg_core.auth import TokenVerifier
+from tdg_core.db import create_engine, database_up, upgrade_to_head
+from tdg_core.events import EventProducer, TopicSpec
+from tdg_core.grpc import GrpcService, build_server
+from tdg_core.grpc.server import HealthMonitor
+from tdg_core.outbox import Outbox
+from tdg_core.policy import PolicyClient
+
+from tdg_consent.access import Access
+from tdg_consent.bundle import PolicySettings
+from tdg_consent.bundle_server import BundleServer, BundleSource
+from tdg_consent.changes import Changes
+from tdg_consent.consents import Consents
+from tdg_consent.datasets import DatasetDirectory
+from tdg_consent.erasures import Erasures
+from tdg_consent.parties import Parties
+from tdg_consent.servicer import SERVICE_NAME, ConsentServicer, ResourceFinder
+from tdg_consent.settings import CATALOG_EVENTS_TOPIC, EVENTS_TOPIC, ConsentSettings
+from tdg_consent.store import outbox
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class ConsentApp:
+    server: grpc.aio.Server
+    monitor: HealthMonitor
+    port: int
+    engine: AsyncEngine
+    outbox: Outbox
+    producer: EventProducer
+    policy: PolicyClient
+    datasets: DatasetDirectory
+    access: Access
+    bundle_source: BundleSource
+    bundle_server: BundleServer
+    expiry_sweep_s: float
+
+    async def start_background(self) -> None:
+        """The bundle server, then background work that retries by itself while Kafka is away."""
+        await self.bundle_server.start()
+        self.bundle_source.start()
+        self.datasets.start()
+        self.outbox.start()
+        self.access.start_expiry(self.expiry_sweep_s)
+
+    async def start(self) -> None:
+        await self.start_background()
+        await self.server.start()
+        self.monitor.start()
+
+    async def close(self) -> None:
+        await self.access.stop()
+        await self.datasets.stop()
+        await self.bundle_source.stop()
+        await self.bundle_server.stop()
+        await self.outbox.stop()
+        await self.producer.stop()
+        await self.policy.close()
+        await self.engine.dispose()
+
+
+async def build_app(settings: ConsentSettings) -> ConsentApp:
+    engine = create_engine(settings.consent_database_url)
+    await upgrade_to_head(engine, MIGRATIONS)
+    producer = EventProducer(settings.kafka_bootstrap, client_id="tdg-consent")
+    relay = Outbox(
+        outbox,
+        engine,
+        producer,
+        topics=[TopicSpec(EVENTS_TOPIC, partitions=settings.consent_events_partitions)],
+    )
+    policy_settings = PolicySettings(
+        purposes=tuple(settings.consent_purposes),
+        default_min_group_size=settings.consent_default_min_group_size,
+        default_personal_mask=settings.consent_default_personal_mask,
+        default_sensitive_mask=settings.consent_default_sensitive_mask,
+    )
+    bundle_source = BundleSource(engine, policy_settings, settings.consent_bundle_poll_s)
+    changes = Changes(engine, relay, bundle_source.mark_dirty)
+    datasets = DatasetDirectory(
+        engine, settings.kafka_bootstrap, CATALOG_EVENTS_TOPIC, settings.consent_catalog_catch_up_s
+    )
+    parties = Parties(changes)
+    access = Access(changes, datasets, settings.consent_purposes)
+    consents = Consents(
+        changes, datasets, list(settings.consent_purposes), settings.consent_subject_batch_rows
+    )
+    erasures = Erasures(changes, datasets)
+    policy = PolicyClient(settings.opa_url, settings.opa_timeout_s)
+
+    service = GrpcService(
+        name=SERVICE_NAME,
+        register=lambda server: consent_pb2_grpc.add_ConsentServiceServicer_to_server(
+            ConsentServicer(parties, access, consents, erasures), server
+        ),
+        resource_of=ResourceFinder(parties, access, erasures),
+        # Kafka is not required to serve: the outbox keeps events until it returns.
+        dependencies={"database": functools.partial(database_up, engine)},
+    )
+    server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
+    bundle_server = BundleServer(
+        bundle_source,
+        settings.consent_bundle_host,
+        settings.consent_bundle_port,
+        settings.consent_bundle_max_wait_s,
+    )
+    return ConsentApp(
+        server,
+        monitor,
+        port,
+        engine,
+        relay,
+        producer,
+        policy,
+        datasets,
+        access,
+        bundle_source,
+        bundle_server,
+        settings.consent_expiry_sweep_s,
+    )
