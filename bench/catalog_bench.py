@@ -11,23 +11,28 @@ token, no OPA) as a baseline. The last line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import contextlib
 import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
-import jwt
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from common import (
+    ROOT,
+    bearer,
+    launch,
+    opa_server,
+    percentile,
+    python_service,
+    report,
+    timed_calls,
+    wait_ready,
+    workdir,
+)
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg_catalog.catalog import Catalog
@@ -35,12 +40,10 @@ from tdg_catalog.convert import metadata_from_pb, schema_from_pb
 from tdg_catalog.server import MIGRATIONS
 from tdg_catalog.store import outbox
 from tdg_core.db import create_engine, upgrade_to_head
-from tdg_core.devstack import KafkaNode, OpaServer, Tools, free_port
+from tdg_core.devstack import KafkaNode, Tools, free_port
 from tdg_core.events import EventProducer
 from tdg_core.outbox import Outbox
 from tdg_core.policy import PolicyClient
-
-ROOT = Path(__file__).resolve().parents[1]
 
 WORDS = [
     "énergie",
@@ -118,72 +121,6 @@ def dataset(i: int, rng: random.Random) -> pb.RegisterDatasetRequest:
     )
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-async def timed_calls(
-    n: int, concurrency: int, call: Callable[[int], Awaitable[object]]
-) -> tuple[float, list[float]]:
-    """Run n calls with at most `concurrency` in flight; (calls per second, latencies in ms)."""
-    latencies: list[float] = []
-    counter = iter(range(n))
-
-    async def worker() -> None:
-        for i in counter:
-            t0 = time.perf_counter()
-            await call(i)
-            latencies.append((time.perf_counter() - t0) * 1000)
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - t0), latencies
-
-
-@asynccontextmanager
-async def stack(tmp: Path) -> AsyncIterator[tuple[str, str]]:
-    """Kafka and OPA: the ones named by TDG_KAFKA_BOOTSTRAP / TDG_OPA_URL, else our own."""
-    kafka_env, opa_env = os.environ.get("TDG_KAFKA_BOOTSTRAP"), os.environ.get("TDG_OPA_URL")
-    tools = Tools.locate(ROOT)
-    started: list[KafkaNode | OpaServer] = []
-    try:
-        bootstrap = kafka_env or ""
-        if not bootstrap:
-            kafka = KafkaNode(
-                tools.kafka_home, tmp / "kafka", free_port(), free_port(), state_dir=tmp
-            )
-            started.append(kafka)
-            await asyncio.to_thread(kafka.start)
-            bootstrap = kafka.bootstrap
-        opa_url = opa_env or ""
-        if not opa_url:
-            opa = OpaServer(tools.opa_bin, ROOT / "policies", free_port(), state_dir=tmp)
-            started.append(opa)
-            await asyncio.to_thread(opa.start)
-            opa_url = opa.url
-        yield bootstrap, opa_url
-    finally:
-        for component in reversed(started):
-            component.stop()
-
-
-async def wait_serving(addr: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with grpc.aio.insecure_channel(addr) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while True:
-            try:
-                r = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"catalog at {addr} not serving after {timeout_s}s")
-            await asyncio.sleep(0.2)
-
-
 async def direct_baseline(tmp: Path, requests: list[pb.RegisterDatasetRequest]) -> float:
     """Registrations straight on the store (validation, SQLite, outbox row): no gRPC, no OPA."""
     engine = create_engine(f"sqlite+aiosqlite:///{tmp / 'direct.db'}")
@@ -197,83 +134,78 @@ async def direct_baseline(tmp: Path, requests: list[pb.RegisterDatasetRequest]) 
     return rate
 
 
+async def kafka_and_opa(processes: contextlib.ExitStack, tmp: Path) -> tuple[str, str]:
+    """Kafka and OPA: the ones named by TDG_KAFKA_BOOTSTRAP / TDG_OPA_URL, else our own."""
+    bootstrap = os.environ.get("TDG_KAFKA_BOOTSTRAP", "")
+    opa_url = os.environ.get("TDG_OPA_URL", "")
+    tools = Tools.locate(ROOT)
+    if not bootstrap:
+        # Readiness not awaited: the catalog serves without Kafka (the outbox keeps the events).
+        kafka = KafkaNode(tools.kafka_home, tmp / "kafka", free_port(), free_port(), state_dir=tmp)
+        await launch(processes, kafka)
+        bootstrap = kafka.bootstrap
+    if not opa_url:
+        opa = opa_server(tools, tmp, free_port())
+        await launch(processes, opa)
+        await wait_ready(opa, timeout_s=20)
+        opa_url = opa.url
+    return bootstrap, opa_url
+
+
 async def run(n: int, searches: int, opa_checks: int, concurrency: int) -> dict[str, float]:
     rng = random.Random(42)
     requests = [dataset(i, rng) for i in range(n)]
-    with tempfile.TemporaryDirectory(prefix="tdg-bench-") as tmp_name:
-        tmp = Path(tmp_name)
-        async with stack(tmp) as (bootstrap, opa_url):
-            secret = secrets.token_urlsafe(32)
-            port = free_port()
-            env = {
-                **os.environ,
-                "TDG_GRPC_PORT": str(port),
-                "TDG_KAFKA_BOOTSTRAP": bootstrap,
-                "TDG_OPA_URL": opa_url,
-                "TDG_AUTH_HS256_SECRET": secret,
-                "TDG_CATALOG_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'catalog.db'}",
-                "TDG_LOG_LEVEL": "WARNING",
-            }
-            log = (tmp / "catalog.log").open("w")
-            server = subprocess.Popen(  # noqa: ASYNC220 - a child process for the whole run
-                [sys.executable, "-m", "tdg_catalog"], env=env, stdout=log, stderr=log, cwd=tmp
-            )
-            try:
-                addr = f"127.0.0.1:{port}"
-                await wait_serving(addr)
-                now = int(time.time())
-                claims = {"iss": "tdg", "aud": "tdg", "iat": now, "exp": now + 3600}
-                admin = jwt.encode(
-                    {"sub": "ops", "org": "tdg", "roles": ["platform-admin"], **claims},
-                    secret,
-                    "HS256",
+    with workdir("tdg-bench-") as tmp, contextlib.ExitStack() as processes:
+        bootstrap, opa_url = await kafka_and_opa(processes, tmp)
+        secret = secrets.token_urlsafe(32)
+        settings = {
+            "TDG_KAFKA_BOOTSTRAP": bootstrap,
+            "TDG_OPA_URL": opa_url,
+            "TDG_AUTH_HS256_SECRET": secret,
+            "TDG_CATALOG_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'catalog.db'}",
+        }
+        server = python_service(tmp, "catalog", "tdg_catalog", free_port(), settings)
+        await launch(processes, server)
+        await wait_ready(server, timeout_s=60)
+        md = bearer(secret, "ops", "tdg", ["platform-admin"])
+        async with grpc.aio.insecure_channel(server.address) as ch:
+            stub = catalog_pb2_grpc.CatalogServiceStub(ch)
+
+            async def register(i: int) -> object:
+                return await stub.RegisterDataset(requests[i], metadata=md, timeout=30)
+
+            register_rate, register_ms = await timed_calls(n, concurrency, register)
+            print(f"register: {n} datasets, {register_rate:.0f}/s over gRPC", file=sys.stderr)
+
+            queries = [" ".join(rng.sample(WORDS, rng.choice((1, 2)))) for _ in range(searches)]
+
+            async def search(i: int) -> object:
+                return await stub.SearchDatasets(
+                    pb.SearchDatasetsRequest(query=queries[i], limit=20),
+                    metadata=md,
+                    timeout=30,
                 )
-                md = (("authorization", f"Bearer {admin}"),)
-                async with grpc.aio.insecure_channel(addr) as ch:
-                    stub = catalog_pb2_grpc.CatalogServiceStub(ch)
 
-                    async def register(i: int) -> object:
-                        return await stub.RegisterDataset(requests[i], metadata=md, timeout=30)
+            search_rate, search_ms = await timed_calls(searches, concurrency, search)
+            print(f"search: {searches} queries, {search_rate:.0f}/s", file=sys.stderr)
 
-                    register_rate, register_ms = await timed_calls(n, concurrency, register)
-                    print(
-                        f"register: {n} datasets, {register_rate:.0f}/s over gRPC", file=sys.stderr
-                    )
-
-                    queries = [
-                        " ".join(rng.sample(WORDS, rng.choice((1, 2)))) for _ in range(searches)
-                    ]
-
-                    async def search(i: int) -> object:
-                        return await stub.SearchDatasets(
-                            pb.SearchDatasetsRequest(query=queries[i], limit=20),
-                            metadata=md,
-                            timeout=30,
-                        )
-
-                    search_rate, search_ms = await timed_calls(searches, concurrency, search)
-                    print(f"search: {searches} queries, {search_rate:.0f}/s", file=sys.stderr)
-
-                policy = PolicyClient(opa_url, timeout_s=1.0)
-                opa_input = {
-                    "method": "/tdg.catalog.v1.CatalogService/RegisterDataset",
-                    "service": "tdg.catalog.v1.CatalogService",
-                    "rpc": "RegisterDataset",
-                    "subject": {"party": "ops", "org": "metropole-lyon", "roles": ["data-officer"]},
-                    "resource": {"dataset_id": "metropole-lyon.x", "publisher": "metropole-lyon"},
-                }
-                opa_ms: list[float] = []
-                for _ in range(opa_checks):
-                    t0 = time.perf_counter()
-                    await policy.decide("tdg.rpc", "decision", opa_input)
-                    opa_ms.append((time.perf_counter() - t0) * 1000)
-                await policy.close()
-            finally:
-                server.terminate()
-                server.wait(30)
-                log.close()
-            direct_n = min(n, 2000)
-            direct_rate = await direct_baseline(tmp, requests[:direct_n])
+        policy = PolicyClient(opa_url, timeout_s=1.0)
+        opa_input = {
+            "method": "/tdg.catalog.v1.CatalogService/RegisterDataset",
+            "service": "tdg.catalog.v1.CatalogService",
+            "rpc": "RegisterDataset",
+            "subject": {"party": "ops", "org": "metropole-lyon", "roles": ["data-officer"]},
+            "resource": {"dataset_id": "metropole-lyon.x", "publisher": "metropole-lyon"},
+        }
+        opa_ms: list[float] = []
+        for _ in range(opa_checks):
+            t0 = time.perf_counter()
+            await policy.decide("tdg.rpc", "decision", opa_input)
+            opa_ms.append((time.perf_counter() - t0) * 1000)
+        await policy.close()
+        server.stop()  # the baseline runs without it
+        direct_n = min(n, 2000)
+        direct_rate = await direct_baseline(tmp, requests[:direct_n])
     return {
         "datasets": n,
         "concurrency": concurrency,
@@ -301,8 +233,7 @@ def main() -> None:
     n = args.datasets or (300 if args.quick else 10_000)
     searches = 200 if args.quick else 2_000
     opa_checks = 300 if args.quick else 3_000
-    figures = asyncio.run(run(n, searches, opa_checks, args.concurrency))
-    print(json.dumps(figures))
+    report(run(n, searches, opa_checks, args.concurrency))
 
 
 if __name__ == "__main__":

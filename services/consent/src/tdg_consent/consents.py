@@ -20,6 +20,7 @@ from tdg_consent import events, store, validation
 from tdg_consent.changes import Changes
 from tdg_consent.datasets import DatasetDirectory
 from tdg_consent.model import Consent, ConsentState
+from tdg_consent.validation import MAX_SUBJECT
 
 SNAPSHOT_SCHEMA = pa.schema([pa.field("subject_id", pa.string(), nullable=False)])
 CHANGES_SCHEMA = pa.schema(
@@ -28,6 +29,23 @@ CHANGES_SCHEMA = pa.schema(
         pa.field("active", pa.bool_(), nullable=False),
     ]
 )
+
+
+# Each message stays well under gRPC's default 4 MiB receive limit, whatever the ids' length.
+CHUNK_BYTES = 2 * 1024 * 1024
+
+
+def _by_size(ids: list[str], budget: int) -> list[list[str]]:
+    """`ids` cut into runs of at most about `budget` bytes."""
+    parts: list[list[str]] = [[]]
+    size = 0
+    for subject in ids:
+        if size >= budget:
+            parts.append([])
+            size = 0
+        parts[-1].append(subject)
+        size += len(subject) + 4  # the string and its offset
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +154,9 @@ class Consents:
                 )
             if since_revision:
                 changes = await store.subject_changes(conn, dataset_id, purpose, since_revision)
-                for start in range(0, max(len(changes), 1), self._batch_rows):
-                    part = changes[start : start + self._batch_rows]
+                rows = max(1, min(self._batch_rows, CHUNK_BYTES // (MAX_SUBJECT + 5)))
+                for start in range(0, max(len(changes), 1), rows):
+                    part = changes[start : start + rows]
                     subjects = pa.array([s for s, _ in part], pa.string())
                     active = pa.array([a for _, a in part], pa.bool_())
                     batch = pa.record_batch([subjects, active], schema=CHANGES_SCHEMA)
@@ -145,9 +164,10 @@ class Consents:
                 return
             sent = False
             async for ids in store.stream_subject_set(conn, dataset_id, purpose, self._batch_rows):
-                batch = pa.record_batch([pa.array(ids, pa.string())], schema=SNAPSHOT_SCHEMA)
-                yield SubjectChunk(ipc_bytes(batch), revision, snapshot=True)
-                sent = True
+                for run in _by_size(ids, CHUNK_BYTES):
+                    batch = pa.record_batch([pa.array(run, pa.string())], schema=SNAPSHOT_SCHEMA)
+                    yield SubjectChunk(ipc_bytes(batch), revision, snapshot=True)
+                    sent = True
             if not sent:  # an empty set still tells its revision
                 empty = pa.record_batch([pa.array([], pa.string())], schema=SNAPSHOT_SCHEMA)
                 yield SubjectChunk(ipc_bytes(empty), revision, snapshot=True)

@@ -723,11 +723,6 @@ async def subject_changes(
     ).order_by(changed.c.subject_id)
     return [(r.subject_id, bool(r.active)) for r in (await conn.execute(query)).all()]
 
-    return int(
-        await conn.scalar(select(consent_log.c.revision).order_by(consent_log.c.revision).limit(1))
-        or 0
-    )
-
 
 # --- erasures -------------------------------------------------------------------------------
 
