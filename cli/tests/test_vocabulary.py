@@ -20,7 +20,7 @@ from tdg_cli.vocabulary import (
 
 
 def test_names_are_the_contracts_vocabulary() -> None:
-    # policies/CONTRACT-consent.md, "Vocabulary".
+    # policies/README.md, "Vocabulary".
     assert PARTY_KINDS.names == (
         "municipality",
         "intercommunality",

@@ -1,7 +1,7 @@
 """The consent service's enums under the names a person types and reads.
 
 `PARTY_KIND_PUBLIC_COMPANY` is `public-company`: the prefix dropped, lowercased, `_` turned into
-`-`, as spelt in policies/CONTRACT-consent.md. The names come from the generated descriptors, so a
+`-`, as spelt in policies/README.md. The names come from the generated descriptors, so a
 value added to the proto is known here without a change. Pure: no I/O, no typer.
 """
 

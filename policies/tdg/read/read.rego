@@ -9,6 +9,10 @@
 #   Three ways to read: the publisher's own organisation (everything clear); an active read
 #   agreement valid now covering the purpose (its columns, masks, territory filter, legal basis);
 #   without one, an `open` dataset (public clear, personal and sensitive null, internal deny).
+#
+#   This runs on every query: see "Performance" in policies/README.md before changing it. Each
+#   intermediate value is a rule evaluated once; loops bind the rules they need to local variables
+#   first; the problems that only a refused read can have are worked out only for a deny.
 package tdg.read
 
 import data.tdg.lib.registry
@@ -18,22 +22,36 @@ import data.tdg.lib.registry
 #   The answer; always this shape. On deny every column is `deny`, with no agreement, no row
 #   filter, no consent filter and no aggregate constraint.
 decision := {
-	"allow": allow,
-	"reasons": sort(reasons),
-	"agreement_id": granted.agreement_id,
+	"allow": true,
+	"reasons": [],
+	"agreement_id": agreement_id,
 	"purpose": purpose,
-	"columns": granted.columns,
-	"row_filters": granted.row_filters,
-	"consent": granted.consent,
-	"aggregate_only": granted.aggregate_only,
-	"min_group_size": granted.min_group_size,
+	"columns": treatments,
+	"row_filters": row_filters,
+	"consent": consent,
+	"aggregate_only": aggregate_only,
+	"min_group_size": min_group_size,
+} if {
+	allow
+} else := {
+	"allow": false,
+	"reasons": sort(reasons),
+	"agreement_id": "",
+	"purpose": purpose,
+	"columns": {name: deny | some name, _ in treatments},
+	"row_filters": [],
+	"consent": no_consent,
+	"aggregate_only": false,
+	"min_group_size": 0,
 }
 
 default allow := false
 
+# `permitted` and no problem at all. When `permitted` holds, only the `request_problems` can arise
+# (every other problem is the failure of one of its conditions), so only those are looked for.
 allow if {
 	permitted
-	count(problems) == 0
+	count(request_problems) == 0
 }
 
 # The positive conditions of a read (each has a problem below when it fails).
@@ -46,28 +64,9 @@ permitted if {
 	publishable
 }
 
-publishable if mode == "publisher"
-
 publishable if dataset_status == "published"
 
-# What the answer grants: what was computed when allowed, nothing when denied.
-granted := {
-	"agreement_id": agreement_id,
-	"columns": treatments,
-	"row_filters": row_filters,
-	"consent": consent,
-	"aggregate_only": aggregate_only,
-	"min_group_size": min_group_size,
-} if {
-	allow
-} else := {
-	"agreement_id": "",
-	"columns": {name: deny | some name, _ in treatments},
-	"row_filters": [],
-	"consent": no_consent,
-	"aggregate_only": false,
-	"min_group_size": 0,
-}
+publishable if mode == "publisher"
 
 #
 # Input
@@ -123,25 +122,34 @@ purpose := input.request.purpose if is_string(input.request.purpose)
 
 purpose_known if registry.known_purpose(purpose)
 
-# The request's lists of column names that are present but not arrays of strings (refused).
-malformed_lists contains key if {
-	some key in list_fields
-	value := request[key]
-	not names_array(value)
-}
-
-list_fields := ["columns", "filter_columns", "group_by", "order_by"]
-
 default request := {}
 
 request := input.request if is_object(input.request)
 
-# A request list of column names ([] when absent or malformed).
-names(key) := request[key] if {
-	not key in malformed_lists
-} else := []
+list_fields := {"columns", "filter_columns", "group_by", "order_by"}
 
-requested := names("columns")
+# The request's lists of column names, by field: `[]` when absent; a list present but not an array
+# of strings is left out (and refused, below). (concat is undefined unless every element is a
+# string: one native call checks them all.)
+lists := {key: value |
+	some key in list_fields
+	value := object.get(fields, key, [])
+	is_array(value)
+	concat(",", value)
+} if {
+	fields := request
+}
+
+# The request's lists of column names that are present but not arrays of strings (refused).
+malformed_lists := list_fields - object.keys(lists)
+
+default requested := []
+
+requested := lists.columns
+
+default grouped := []
+
+grouped := lists.group_by
 
 # The request's aggregates as {function, column} ("" when the column is absent).
 aggregates := [{"function": lower(aggregate.function), "column": object.get(aggregate, "column", "")} |
@@ -165,27 +173,28 @@ own_dataset if {
 	subject_org == dataset_publisher
 }
 
-# The ids of the read agreements held by the caller's party or organisation on the dataset (any
-# state). Ids only: the agreements stay in the store, and only the fields read are converted.
+# The agreement the read would rest on: the smallest id among the read agreements held by the
+# caller's party or organisation on the dataset that are usable now for the request's purpose;
+# undefined without one. (Only ids: the agreements stay in the store.)
+usable_id := registry.first_usable_for(input.subject, dataset_id, "read", purpose)
+
+# All the read agreements they hold on the dataset (any state): only to say why none is usable.
 default held_ids := set()
 
 held_ids := registry.held_ids(input.subject, dataset_id, "read")
 
-# Those usable now for the request's purpose.
-usable_ids := registry.covering_ids(registry.usable_ids(held_ids), purpose)
-
 mode := "publisher" if {
 	own_dataset
 } else := "agreement" if {
-	count(usable_ids) > 0
+	_ = usable_id
 } else := "open" if {
 	access_level == "open"
 } else := "none"
 
-# The agreement the read rests on: the smallest usable id ("" without one).
+# The agreement the read rests on ("" without one).
 default agreement_id := ""
 
-agreement_id := min(usable_ids) if mode == "agreement"
+agreement_id := usable_id if mode == "agreement"
 
 default agreement := {}
 
@@ -203,120 +212,155 @@ deny := {"treatment": "deny"}
 
 # The treatment of every column of the dataset: its override (under an agreement: deny outside the
 # agreement's columns, else its mask), else the treatment of its sensitivity in this mode (an
-# unknown or missing sensitivity counts as `sensitive`). One pass over the columns: a decision must
-# stay well under a millisecond. With malformed columns (refused) every named column is denied.
-treatments := {column.name: treatment |
-	some column in input.dataset.columns
-	treatment := object.get(
-		overrides, column.name,
-		object.get(by_sensitivity, object.get(column, "sensitivity", ""), by_sensitivity.sensitive),
-	)
-} if {
+# unknown or missing sensitivity counts as `sensitive`). One pass over the columns, the tables
+# bound to local variables first (a rule named inside the loop is looked up for every column);
+# the overrides, few, are put over the result. With malformed columns (refused) every named
+# column is denied.
+treatments := object.union(object.remove(by_column, object.keys(column_overrides)), column_overrides) if {
 	not malformed_columns
+	table := by_sensitivity
+	fallback := table.sensitive
+	by_column := {column.name: object.get(table, object.get(column, "sensitivity", ""), fallback) |
+		some column in input.dataset.columns
+	}
+	column_overrides := object.filter(overrides, column_names)
 } else := {name: deny | some name in column_names; is_string(name); name != ""}
 
 # METADATA
 # description: |
 #   How each sensitivity is treated in each mode. Under an agreement, `personal` and `sensitive`
-#   columns without a mask get `settings.default_masks`.
-by_sensitivity := {"public": clear, "internal": clear, "personal": clear, "sensitive": clear} if {
+#   columns without a mask get the treatment of the method `settings.default_masks` names (null
+#   when it names none).
+by_sensitivity := object.union(
+	{
+		"public": {"treatment": "clear"},
+		"internal": {"treatment": "clear"},
+		"personal": {"treatment": "null"},
+		"sensitive": {"treatment": "null"},
+	},
+	{level: object.get(methods, method, {"treatment": "deny"}) |
+		some level, method in registry.default_masks
+		level in {"personal", "sensitive"}
+		is_string(method)
+	},
+) if {
+	mode == "agreement"
+	methods := method_treatments
+} else := {
+	"public": {"treatment": "clear"},
+	"internal": {"treatment": "clear"},
+	"personal": {"treatment": "clear"},
+	"sensitive": {"treatment": "clear"},
+} if {
 	mode == "publisher"
 } else := {
-	"public": clear,
-	"internal": clear,
-	"personal": default_treatment("personal"),
-	"sensitive": default_treatment("sensitive"),
+	"public": {"treatment": "clear"},
+	"internal": {"treatment": "deny"},
+	"personal": {"treatment": "null"},
+	"sensitive": {"treatment": "null"},
 } if {
-	mode == "agreement"
-} else := {"public": clear, "internal": deny, "personal": nulled, "sensitive": nulled} if {
 	mode == "open"
-} else := {"public": deny, "internal": deny, "personal": deny, "sensitive": deny}
+} else := {
+	"public": {"treatment": "deny"},
+	"internal": {"treatment": "deny"},
+	"personal": {"treatment": "deny"},
+	"sensitive": {"treatment": "deny"},
+}
 
 # Per column, under an agreement: deny outside its columns, else its mask. Empty otherwise.
+# A mask is its method's treatment: `generalise` with its (non-empty) `generalise` parameters, a
+# method of `method_treatments`, else (unknown method, none, hash without salt, generalise without
+# parameters) deny. object.union merges recursively, the later object winning: a masked column
+# outside the agreement's columns keeps its mask's `salt` or `generalise` next to
+# `"treatment": "deny"`.
 default overrides := {}
 
-overrides := object.union(
-	{name: mask_treatment(mask) | some name, mask in agreement_masks},
-	{name: deny | some name in ungranted},
-) if mode == "agreement"
+overrides := object.union_n([
+	{name: object.get(methods, object.get(masks, [name, "method"], null), {"treatment": "deny"}) |
+		some name, _ in masks
+	},
+	{name: {"treatment": "generalise", "generalise": parameters} |
+		some name, mask in masks
+		mask.method == "generalise"
+		parameters := mask.generalise
+		is_object(parameters)
+		count(parameters) > 0
+	},
+	{name: {"treatment": "deny"} | some name in ungranted},
+]) if {
+	mode == "agreement"
+	masks := agreement_masks
+	methods := method_treatments
+}
 
 # The dataset's columns the agreement does not grant. `columns: []` grants every column; a
 # missing or malformed list grants none.
 ungranted := set() if {
-	is_array(agreement.columns)
-	count(agreement.columns) == 0
+	granted := agreement.columns
+	is_array(granted)
+	count(granted) == 0
 } else := column_names - {name | some name in agreement.columns}
 
 default agreement_masks := {}
 
-agreement_masks := agreement.masks if is_object(agreement.masks)
+agreement_masks := masks if {
+	masks := agreement.masks
+	is_object(masks)
+}
 
-default salt := ""
+# The treatment of each mask method that takes no parameters: `hash` takes the agreement's salt,
+# and denies without one. (object.union: a value that needs no further substitution when read.)
+method_treatments := object.union({"clear": {"treatment": "clear"}, "null": {"treatment": "null"}}, {"hash": hashed})
 
-salt := agreement.salt if is_string(agreement.salt)
-
-# A mask as a treatment; a malformed one (unknown method, hash without salt, generalise without
-# parameters) denies the column.
-mask_treatment(mask) := clear if {
-	mask.method == "clear"
-} else := nulled if {
-	mask.method == "null"
-} else := {"treatment": "hash", "salt": salt} if {
-	mask.method == "hash"
+hashed := {"treatment": "hash", "salt": salt} if {
+	salt := agreement.salt
+	is_string(salt)
 	salt != ""
-} else := {"treatment": "generalise", "generalise": mask.generalise} if {
-	mask.method == "generalise"
-	is_object(mask.generalise)
-	count(mask.generalise) > 0
 } else := deny
-
-# `settings.default_masks[sensitivity]`; null when the settings name none.
-default_treatment(level) := mask_treatment({"method": registry.default_masks[level]}) if {
-	is_string(registry.default_masks[level])
-} else := nulled
 
 #
 # Row filters, consent, aggregate-only (under an agreement only)
 #
 
-territory_filter := agreement.territory_filter if {
-	mode == "agreement"
-	agreement.territory_filter != null
+# (`agreement` is {} without one: its fields are undefined.)
+territory_filter := filter if {
+	filter := agreement.territory_filter
+	filter != null
 }
 
 default row_filters := []
 
-row_filters := [{"column": territory_filter.column, "op": "in", "values": territory_filter.codes}] if {
-	is_string(territory_filter.column)
-	territory_filter.column != ""
-	is_array(territory_filter.codes)
+row_filters := [{"column": column, "op": "in", "values": codes}] if {
+	filter := territory_filter
+	column := filter.column
+	is_string(column)
+	column != ""
+	codes := filter.codes
+	is_array(codes)
 }
 
 no_consent := {"required": false, "purpose": "", "subject_column": ""}
 
-consent_required if {
-	mode == "agreement"
-	agreement.legal_basis == "consent"
-}
+consent_required if agreement.legal_basis == "consent"
 
-consent := {"required": true, "purpose": purpose, "subject_column": subject_column} if {
-	consent_required
-} else := no_consent
+default consent := {"required": false, "purpose": "", "subject_column": ""}
+
+consent := {"required": true, "purpose": purpose, "subject_column": subject_column} if consent_required
 
 default aggregate_only := false
 
-aggregate_only if {
-	mode == "agreement"
-	agreement.aggregate_only == true
-}
+aggregate_only if agreement.aggregate_only == true
 
-min_group_size := agreement.min_group_size if {
-	aggregate_only
-	is_number(agreement.min_group_size)
-	agreement.min_group_size > 0
-} else := registry.default_min_group_size if {
-	aggregate_only
-} else := 0
+default min_group_size := 0
+
+min_group_size := group_size if aggregate_only
+
+# The minimum group size of an aggregate-only agreement: its own, else the settings'.
+group_size := size if {
+	size := agreement.min_group_size
+	is_number(size)
+	size > 0
+} else := registry.default_min_group_size
 
 #
 # Reasons: why the read is refused. Empty when allowed.
@@ -330,15 +374,13 @@ reasons contains "read refused" if {
 	count(problems) == 0
 }
 
+problems contains reason if some reason in request_problems
+
 problems contains "unauthenticated caller" if not authenticated
 
 problems contains sprintf("party '%s' is suspended", [id]) if some id in suspended
 
 problems contains "the request names no dataset" if dataset_id == ""
-
-problems contains sprintf("dataset '%s' has a column without a name or a column name listed twice", [dataset_id]) if {
-	malformed_columns
-}
 
 # Purpose
 
@@ -354,144 +396,159 @@ problems contains "the consent registry is not loaded" if not registry.loaded
 # The dataset's status (the publisher also reads its drafts and deprecated datasets)
 
 problems contains sprintf("dataset '%s' is deprecated", [dataset_id]) if {
-	not own_dataset
 	dataset_status == "deprecated"
+	not own_dataset
 }
 
 problems contains sprintf("dataset '%s' is not published (status '%s')", [dataset_id, dataset_status]) if {
-	not own_dataset
 	not dataset_status in {"published", "deprecated"}
+	not own_dataset
 }
 
 # No way to read: why no agreement applies
 
-problems contains registry.missing(input.subject, dataset_id, "read") if {
+problems contains reason if {
 	mode == "none"
+	some reason in no_way_to_read
+}
+
+no_way_to_read contains registry.missing(input.subject, dataset_id, "read") if {
 	authenticated
 	dataset_id != ""
 	count(held_ids) == 0
 }
 
-problems contains reason if {
-	mode == "none"
+no_way_to_read contains reason if {
 	authenticated
 	some id in held_ids
 	some reason in registry.refusals(id, registry.agreement(id))
 }
 
-problems contains reason if {
-	mode == "none"
+no_way_to_read contains reason if {
 	authenticated
 	purpose != ""
 	some id in held_ids
 	reason := registry.purpose_refusal(id, registry.agreement(id), purpose)
 }
 
-problems contains sprintf("dataset '%s' is %s: reading it requires an agreement", [dataset_id, access_level]) if {
+no_way_to_read contains sprintf("dataset '%s' is %s: reading it requires an agreement", [dataset_id, access_level]) if {
 	authenticated
 	dataset_id != ""
-	mode == "none"
 	access_level != ""
 }
 
-problems contains sprintf("dataset '%s' has no access level: reading it requires an agreement", [dataset_id]) if {
+no_way_to_read contains sprintf("dataset '%s' has no access level: reading it requires an agreement", [dataset_id]) if {
 	authenticated
 	dataset_id != ""
-	mode == "none"
 	access_level == ""
+}
+
+#
+# Request problems: those a permitted read can still have.
+#
+
+request_problems contains sprintf("dataset '%s' has a column without a name or a column name listed twice", [dataset_id]) if {
+	malformed_columns
 }
 
 # The agreement's own constraints
 
-problems contains sprintf("agreement '%s' has a malformed territory filter", [agreement_id]) if {
+request_problems contains sprintf("agreement '%s' has a malformed territory filter", [agreement_id]) if {
 	_ = territory_filter
 	count(row_filters) == 0
 }
 
-problems contains sprintf("territory filter column '%s' of agreement '%s' is not a column of dataset '%s'", [column, agreement_id, dataset_id]) if {
+request_problems contains sprintf("territory filter column '%s' of agreement '%s' is not a column of dataset '%s'", [column, agreement_id, dataset_id]) if {
 	some row_filter in row_filters
 	column := row_filter.column
 	not column in column_names
 }
 
-problems contains sprintf("agreement '%s' rests on consent, but dataset '%s' names no subject column", [agreement_id, dataset_id]) if {
+request_problems contains reason if {
 	consent_required
+	some reason in consent_problems
+}
+
+consent_problems contains sprintf("agreement '%s' rests on consent, but dataset '%s' names no subject column", [agreement_id, dataset_id]) if {
 	subject_column == ""
 }
 
-problems contains sprintf("subject column '%s' is not a column of dataset '%s'", [subject_column, dataset_id]) if {
-	consent_required
+consent_problems contains sprintf("subject column '%s' is not a column of dataset '%s'", [subject_column, dataset_id]) if {
 	subject_column != ""
 	not subject_column in column_names
 }
 
 # The request
 
-problems contains sprintf("request.%s must be an array of column names", [key]) if some key in malformed_lists
+request_problems contains sprintf("request.%s must be an array of column names", [key]) if some key in malformed_lists
 
-problems contains "request.aggregates must be an array of {function, column}" if {
+request_problems contains "request.aggregates must be an array of {function, column}" if {
 	value := input.request.aggregates
 	not aggregates_array(value)
 }
 
-problems contains sprintf("column '%s' is not a column of dataset '%s'", [name, dataset_id]) if {
+# The columns the request names, checked when the caller has a way to read: requested columns must
+# exist and not be denied; filtering, grouping, ordering and aggregating need clear values.
+request_problems contains reason if {
 	mode != "none"
-	some name in requested
-	not treatments[name]
+	some reason in column_problems
 }
 
-problems contains sprintf("column '%s' is not granted", [name]) if {
-	mode != "none"
-	some name in requested
-	treatments[name] == deny
+column_problems contains sprintf("column '%s' is not a column of dataset '%s'", [name, dataset_id]) if {
+	some ["columns", name, null] in named_columns
 }
 
-# Filtering, grouping, ordering and aggregating need clear values.
-problems contains sprintf("column '%s' in %s is not a column of dataset '%s'", [name, usage, dataset_id]) if {
-	mode != "none"
-	some [usage, name] in used_columns
-	not treatments[name]
+column_problems contains sprintf("column '%s' is not granted", [name]) if {
+	some ["columns", name, treatment] in named_columns
+	treatment == deny
 }
 
-problems contains sprintf("column '%s' in %s must be clear, but its treatment is %s", [name, usage, treatment.treatment]) if {
-	mode != "none"
-	some [usage, name] in used_columns
-	treatment := treatments[name]
+column_problems contains sprintf("column '%s' in %s is not a column of dataset '%s'", [name, usage, dataset_id]) if {
+	some [usage, name, null] in named_columns
+	usage != "columns"
+}
+
+column_problems contains sprintf("column '%s' in %s must be clear, but its treatment is %s", [name, usage, treatment.treatment]) if {
+	some [usage, name, treatment] in named_columns
+	usage != "columns"
+	treatment != null
 	treatment != clear
 }
 
-problems contains sprintf("aggregate %s needs a column", [aggregate.function]) if {
+# The columns the request names, as [usage, name, treatment] (null for a column the dataset does
+# not have): usage `columns`, `filter_columns`, `group_by`, `order_by` or `aggregates`.
+named_columns contains [usage, name, object.get(columns, name, null)] if {
+	columns := treatments
+	some usage, names in lists
+	some name in names
+}
+
+named_columns contains ["aggregates", name, object.get(columns, name, null)] if {
+	columns := treatments
+	some name in aggregated
+}
+
+request_problems contains sprintf("aggregate %s needs a column", [aggregate.function]) if {
 	some aggregate in aggregates
 	aggregate.column in {"", "*"}
 	aggregate.function != "count"
 }
 
-# The columns the request filters, groups, orders or aggregates on, as [usage, name] pairs.
-used_columns contains [usage, name] if {
-	some usage in ["filter_columns", "group_by", "order_by"]
-	some name in names(usage)
-}
-
-used_columns contains ["aggregates", name] if some name in aggregated
-
 # Aggregate-only access
 
-problems contains sprintf("access to dataset '%s' is aggregate-only: the request must aggregate", [dataset_id]) if {
+request_problems contains reason if {
 	aggregate_only
+	some reason in aggregate_only_problems
+}
+
+aggregate_only_problems contains sprintf("access to dataset '%s' is aggregate-only: the request must aggregate", [dataset_id]) if {
 	count(aggregates) == 0
 }
 
-problems contains sprintf("column '%s' is neither grouped nor aggregated, and access to dataset '%s' is aggregate-only", [name, dataset_id]) if {
-	aggregate_only
+aggregate_only_problems contains sprintf("column '%s' is neither grouped nor aggregated, and access to dataset '%s' is aggregate-only", [name, dataset_id]) if {
 	some name in requested
-	not name in names("group_by")
+	not name in grouped
 	not name in aggregated
-}
-
-# (concat is undefined unless every element is a string: one native call checks them all.)
-names_array(value) if {
-	is_array(value)
-	concat(",", value)
 }
 
 aggregates_array(value) if {

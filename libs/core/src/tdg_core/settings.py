@@ -25,7 +25,8 @@ class TdgSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     opa_url: str = "http://127.0.0.1:8181"
     # Each OPA decision must answer within this deadline, or the call is denied (fail closed).
-    opa_timeout_s: float = Field(default=0.5, gt=0)
+    # A decision takes milliseconds; the margin covers OPA activating a new registry bundle.
+    opa_timeout_s: float = Field(default=1.0, gt=0)
 
     # Development: an HS256 shared secret. Production: an RS256 public key (PEM) or a JWKS URL.
     auth_hs256_secret: SecretStr | None = None

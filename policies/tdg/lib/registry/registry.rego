@@ -40,8 +40,9 @@ listed(consumer, dataset_id, kind) := data.tdg.registry.index[consumer][dataset_
 known_purpose(purpose) if {
 	is_string(purpose)
 	purpose != ""
-	is_array(settings.purposes)
-	purpose in settings.purposes
+	purposes := settings.purposes
+	is_array(purposes)
+	purpose in purposes
 }
 
 # METADATA
@@ -87,12 +88,17 @@ consumers(subject) := {id |
 # description: The subject's party and organisation ids that are suspended.
 suspended_ids(subject) := {id |
 	some id in consumers(subject)
-	suspended(id)
+	data.tdg.registry.parties[id].status == "suspended"
 }
 
 #
 # Agreements
 #
+
+# Agreements are read from the store one field at a time (`data.tdg.registry.agreements[id].state`
+# converts that field only). An agreement placed in a collection, compared, or passed to a function
+# is converted whole, on every evaluation: the functions on ids below avoid that, the functions on
+# agreement objects are for the (rare) refusal reasons.
 
 # METADATA
 # description: |
@@ -102,10 +108,7 @@ suspended_ids(subject) := {id |
 held(subject, dataset_id, kind) := {id: agreement(id) | some id in held_ids(subject, dataset_id, kind)}
 
 # METADATA
-# description: |
-#   The ids of the agreements `held` returns. Cheaper: it reads single fields of each agreement and
-#   copies none out of the store (an agreement put in a collection or passed to a function is
-#   converted whole, every evaluation).
+# description: The ids of the agreements `held` returns.
 held_ids(subject, dataset_id, kind) := {id |
 	some consumer in consumers(subject)
 	some id in data.tdg.registry.index[consumer][dataset_id][kind]
@@ -115,6 +118,68 @@ held_ids(subject, dataset_id, kind) := {id |
 	candidate.consumer == consumer
 }
 
+# METADATA
+# description: |
+#   The smallest id among the agreements `held` returns that are `usable` now and `cover`
+#   `purpose`; undefined when there is none. The smallest id the index lists is tried first (a
+#   consumer rarely holds several agreements on a dataset, and the oldest is usually the one in
+#   force): only when it does not qualify are the others read.
+first_usable_for(subject, dataset_id, kind, purpose) := id if {
+	id := min(listed_ids(subject, dataset_id, kind))
+	candidate := data.tdg.registry.agreements[id]
+	candidate.state == "active"
+	candidate.dataset == dataset_id
+	candidate.kind == kind
+	consumer := candidate.consumer
+	consumer in consumers(subject)
+	id in data.tdg.registry.index[consumer][dataset_id][kind]
+	purposes := candidate.purposes
+	is_array(purposes)
+	purpose in purposes
+	valid_now(object.get(candidate, "valid_from_ns", 0), object.get(candidate, "valid_until_ns", 0))
+} else := min({id |
+	some consumer in consumers(subject)
+	some id in data.tdg.registry.index[consumer][dataset_id][kind]
+	candidate := data.tdg.registry.agreements[id]
+	candidate.state == "active"
+	candidate.dataset == dataset_id
+	candidate.kind == kind
+	candidate.consumer == consumer
+	purposes := candidate.purposes
+	is_array(purposes)
+	purpose in purposes
+	valid_now(object.get(candidate, "valid_from_ns", 0), object.get(candidate, "valid_until_ns", 0))
+})
+
+# METADATA
+# description: The same, whatever the purpose (write agreements).
+first_usable(subject, dataset_id, kind) := id if {
+	id := min(listed_ids(subject, dataset_id, kind))
+	candidate := data.tdg.registry.agreements[id]
+	candidate.state == "active"
+	candidate.dataset == dataset_id
+	candidate.kind == kind
+	consumer := candidate.consumer
+	consumer in consumers(subject)
+	id in data.tdg.registry.index[consumer][dataset_id][kind]
+	valid_now(object.get(candidate, "valid_from_ns", 0), object.get(candidate, "valid_until_ns", 0))
+} else := min({id |
+	some consumer in consumers(subject)
+	some id in data.tdg.registry.index[consumer][dataset_id][kind]
+	candidate := data.tdg.registry.agreements[id]
+	candidate.state == "active"
+	candidate.dataset == dataset_id
+	candidate.kind == kind
+	candidate.consumer == consumer
+	valid_now(object.get(candidate, "valid_from_ns", 0), object.get(candidate, "valid_until_ns", 0))
+})
+
+# The ids the index lists for the subject's party and organisation, of `kind` on `dataset_id`.
+listed_ids(subject, dataset_id, kind) := {id |
+	some consumer in consumers(subject)
+	some id in data.tdg.registry.index[consumer][dataset_id][kind]
+}
+
 # The start and end of an agreement's validity (ns since the epoch; an end of 0 means none).
 valid_from(agreement) := object.get(agreement, "valid_from_ns", 0)
 
@@ -122,53 +187,36 @@ valid_until(agreement) := object.get(agreement, "valid_until_ns", 0)
 
 # METADATA
 # description: true when the agreement's validity has begun.
-started(agreement) if started_at(valid_from(agreement))
+started(agreement) if {
+	is_number(valid_from(agreement))
+	valid_from(agreement) <= time.now_ns()
+}
 
 # METADATA
 # description: true when the agreement's validity has ended.
-ended(agreement) if ended_at(valid_until(agreement))
-
-# The same, on the bound itself (ns since the epoch; a non-numeric start never begins, a non-numeric
-# end has always passed).
-started_at(valid_from_ns) if {
-	is_number(valid_from_ns)
-	valid_from_ns <= time.now_ns()
+ended(agreement) if {
+	valid_until(agreement) != 0
+	time.now_ns() >= valid_until(agreement)
 }
 
-ended_at(valid_until_ns) if {
-	valid_until_ns != 0
-	time.now_ns() >= valid_until_ns
-}
-
-ended_at(valid_until_ns) if not is_number(valid_until_ns)
+ended(agreement) if not is_number(valid_until(agreement))
 
 # METADATA
 # description: true when the agreement is active and valid now.
 usable(agreement) if {
 	agreement.state == "active"
-	started(agreement)
-	not ended(agreement)
+	valid_now(valid_from(agreement), valid_until(agreement))
 }
 
 # METADATA
 # description: |
-#   Those of the agreement `ids` (e.g. from `held_ids`) that are `usable`, read field by field from
-#   the store.
-usable_ids(ids) := {id |
-	some id in ids
-	candidate := data.tdg.registry.agreements[id]
-	candidate.state == "active"
-	started_at(object.get(candidate, "valid_from_ns", 0))
-	not ended_at(object.get(candidate, "valid_until_ns", 0))
-}
-
-# METADATA
-# description: Those of the agreement `ids` whose purposes contain `purpose` (as `covers`).
-covering_ids(ids, purpose) := {id |
-	some id in ids
-	purposes := data.tdg.registry.agreements[id].purposes
-	is_array(purposes)
-	purpose in purposes
+#   true when a validity period (`valid_from_ns`, `valid_until_ns`) holds now: both bounds numbers,
+#   begun (`started`), and not ended (`ended`): no end (0), or an end still to come.
+valid_now(valid_from_ns, valid_until_ns) if {
+	is_number(valid_from_ns)
+	is_number(valid_until_ns)
+	valid_from_ns <= time.now_ns()
+	true in [valid_until_ns == 0, time.now_ns() < valid_until_ns]
 }
 
 # METADATA

@@ -29,6 +29,7 @@ log = structlog.get_logger("tdg.consent.bundle")
 PATH = "/bundles/registry.tar.gz"
 LONG_POLL_TYPE = "application/vnd.openpolicyagent.bundles"
 _WAIT = re.compile(r"wait=(\d+)")
+DEBOUNCE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,9 @@ class BundleSource:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._dirty.wait(), self._poll_s)
+                # A burst of changes makes one bundle, not one each: every bundle costs each OPA
+                # an activation, during which its decisions wait.
+                await asyncio.sleep(DEBOUNCE_S)
             self._dirty.clear()
             try:
                 await self.refresh()

@@ -17,7 +17,7 @@ from tdg_core.devstack._process import DevStackError, ManagedProcess, wait_until
 
 HOST = "127.0.0.1"
 
-# The consent service's data bundle (policies/CONTRACT-consent.md): one name for the service and
+# The consent service's data bundle (policies/README.md): one name for the service and
 # the bundle in every OPA configuration (local stack, test fixture, Kubernetes sidecars).
 REGISTRY_SERVICE = "consent"
 REGISTRY_BUNDLE = "registry"
