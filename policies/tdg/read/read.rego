@@ -494,38 +494,39 @@ request_problems contains reason if {
 	some reason in column_problems
 }
 
-column_problems contains sprintf("column '%s' is not a column of dataset '%s'", [name, dataset_id]) if {
-	some ["columns", name, null] in named_columns
+column_problems contains requested_problem(name, treatment) if {
+	columns := treatments
+	some name in requested
+	treatment := object.get(columns, name, null)
+	treatment in {null, {"treatment": "deny"}}
 }
 
-column_problems contains sprintf("column '%s' is not granted", [name]) if {
-	some ["columns", name, treatment] in named_columns
-	treatment == deny
-}
-
-column_problems contains sprintf("column '%s' in %s is not a column of dataset '%s'", [name, usage, dataset_id]) if {
-	some [usage, name, null] in named_columns
-	usage != "columns"
-}
-
-column_problems contains sprintf("column '%s' in %s must be clear, but its treatment is %s", [name, usage, treatment.treatment]) if {
-	some [usage, name, treatment] in named_columns
-	usage != "columns"
-	treatment != null
-	treatment != clear
-}
-
-# The columns the request names, as [usage, name, treatment] (null for a column the dataset does
-# not have): usage `columns`, `filter_columns`, `group_by`, `order_by` or `aggregates`.
-named_columns contains [usage, name, object.get(columns, name, null)] if {
+column_problems contains used_problem(usage, name, treatment) if {
 	columns := treatments
 	some usage, names in lists
+	usage != "columns"
 	some name in names
+	treatment := object.get(columns, name, null)
+	treatment != {"treatment": "clear"}
 }
 
-named_columns contains ["aggregates", name, object.get(columns, name, null)] if {
+column_problems contains used_problem("aggregates", name, treatment) if {
 	columns := treatments
 	some name in aggregated
+	treatment := object.get(columns, name, null)
+	treatment != {"treatment": "clear"}
+}
+
+# Why a requested column, of this treatment (null: none), cannot be read.
+requested_problem(name, null) := sprintf("column '%s' is not a column of dataset '%s'", [name, dataset_id])
+
+requested_problem(name, {"treatment": "deny"}) := sprintf("column '%s' is not granted", [name])
+
+# Why a column used in a clause (`usage`), of this treatment (null: none), cannot be used.
+used_problem(usage, name, null) := sprintf("column '%s' in %s is not a column of dataset '%s'", [name, usage, dataset_id])
+
+used_problem(usage, name, treatment) := sprintf("column '%s' in %s must be clear, but its treatment is %s", [name, usage, treatment.treatment]) if {
+	treatment != null
 }
 
 request_problems contains sprintf("aggregate %s needs a column", [aggregate.function]) if {

@@ -5,8 +5,9 @@
 #   {method, service, rpc, subject: {party, org, roles}, resource} to /v1/data/tdg/rpc/decision and
 #   applies the answer, failing closed. See policies/README.md for the contract.
 #
-#   To govern a new method: add it to `permissions` with a permission class; for a new class, add a
-#   `granted` rule (when the class is granted) and a `refusals` rule (why it was not).
+#   To govern a new method: add it to `permissions` with a permission class; for a new class, add
+#   `grants("<class>")` definitions (when the class is granted) and a `refusals` rule (why it was
+#   not).
 #
 #   Every call is also refused when the caller's party or organisation is suspended in the consent
 #   registry (data.tdg.registry).
@@ -63,7 +64,7 @@ default allow := false
 
 allow if {
 	authenticated
-	granted[permission]
+	permission_granted
 	count(suspended) == 0
 }
 
@@ -75,12 +76,15 @@ method := input.method if is_string(input.method)
 # The permission class of the called method; undefined for a method no rule governs.
 permission := permissions[method]
 
-governed if method in object.keys(permissions)
+governed if permissions[method]
+
+# The caller holds the permission of the called method.
+permission_granted if grants(permission)
 
 # A governed method whose permission the caller was not granted.
 refused if {
 	governed
-	not granted[permission]
+	not permission_granted
 }
 
 # The caller's party and organisation ids that the consent registry lists as suspended.
@@ -172,67 +176,73 @@ rpc_name := input.rpc if {
 # Permission classes: when each is granted to the caller.
 #
 
+# METADATA
+# description: |
+#   true when the caller is granted permission class `class`: one definition per way of being
+#   granted it. (A function rather than a set: OPA's index then evaluates only the definitions of
+#   the class asked for, not every class's.) A class without definitions is never granted.
+
 # A management call must name the publisher it acts for; without one nobody is granted it.
-granted contains "catalog.manage" if {
+grants("catalog.manage") if {
 	roles.held(input.subject, roles.platform_admin)
 	resource_publisher != ""
 }
 
-granted contains "catalog.manage" if {
+grants("catalog.manage") if {
 	roles.held(input.subject, roles.data_officer)
 	resource_publisher != ""
 	subject_org == resource_publisher
 }
 
 # Reading the catalog needs only an authenticated caller (checked by `allow`).
-granted contains "catalog.read"
+grants("catalog.read") := true
 
 # Registering, suspending and reinstating parties is the platform's.
-granted contains "parties.manage" if roles.held(input.subject, roles.platform_admin)
+grants("parties.manage") if roles.held(input.subject, roles.platform_admin)
 
 # Parties, purposes and producer grants are readable by any authenticated caller.
-granted contains "registry.read"
+grants("registry.read") := true
 
 # Requesting access: the consumer itself, a data officer of its organisation, or platform-admin.
-granted contains "access.request" if roles.held(input.subject, roles.platform_admin)
+grants("access.request") if roles.held(input.subject, roles.platform_admin)
 
-granted contains "access.request" if consumer_itself
+grants("access.request") if consumer_itself
 
-granted contains "access.request" if consumer_officer
+grants("access.request") if consumer_officer
 
 # Deciding on an agreement (approve, refuse, suspend, resume): the publisher's side.
-granted contains "access.decide" if publisher_side
+grants("access.decide") if publisher_side
 
 # Revoking: the publisher's side or the consumer's side.
-granted contains "access.revoke" if publisher_side
+grants("access.revoke") if publisher_side
 
-granted contains "access.revoke" if consumer_itself
+grants("access.revoke") if consumer_itself
 
-granted contains "access.revoke" if consumer_officer
+grants("access.revoke") if consumer_officer
 
 # Reading agreements: platform-admin, the publisher's data officer, the consumer's side. The resource
 # of ListAgreements holds the request's filters: without publisher, consumer or consumer_org
 # filter, none of the rules below matches and only platform-admin is granted.
-granted contains "agreement.read" if roles.held(input.subject, roles.platform_admin)
+grants("agreement.read") if roles.held(input.subject, roles.platform_admin)
 
-granted contains "agreement.read" if publisher_officer
+grants("agreement.read") if publisher_officer
 
-granted contains "agreement.read" if consumer_itself
+grants("agreement.read") if consumer_itself
 
-granted contains "agreement.read" if consumer_member
+grants("agreement.read") if consumer_member
 
 # Recording consents and erasure requests: the citizens' portal, or the citizen themselves.
-granted contains "consent.record" if subject_side
+grants("consent.record") if subject_side
 
 # Reading erasure requests: as consent.record, plus any data officer (erasures concern publishers).
-granted contains "erasure.read" if subject_side
+grants("erasure.read") if subject_side
 
-granted contains "erasure.read" if roles.held(input.subject, roles.data_officer)
+grants("erasure.read") if roles.held(input.subject, roles.data_officer)
 
 # Streaming consent subject sets: tdg's own services.
-granted contains "consent.subjects" if roles.held(input.subject, roles.platform_admin)
+grants("consent.subjects") if roles.held(input.subject, roles.platform_admin)
 
-granted contains "consent.subjects" if roles.held(input.subject, roles.platform_service)
+grants("consent.subjects") if roles.held(input.subject, roles.platform_service)
 
 #
 # Reasons: why the call is refused. Empty when allowed.

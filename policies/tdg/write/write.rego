@@ -36,7 +36,7 @@ permitted if {
 
 writer if own_dataset
 
-writer if agreement
+writer if _ = usable_id
 
 #
 # Input
@@ -77,24 +77,22 @@ own_dataset if {
 # The write agreement
 #
 
-# The write agreements held by the caller's party or organisation on the dataset (any state).
-default held := {}
+# The agreement the write would rest on: the smallest id among the write agreements held by the
+# caller's party or organisation on the dataset that are usable now (active, valid now); undefined
+# without one. (Only ids: the agreements stay in the store.)
+usable_id := registry.first_usable(input.subject, dataset_id, "write")
 
-held := registry.held(input.subject, dataset_id, "write")
+agreement := registry.agreement(usable_id)
 
-# The ids of those usable now (active, valid now).
-usable_ids contains id if {
-	some id, candidate in held
-	registry.usable(candidate)
-}
+# All the write agreements they hold on the dataset (any state): only to say why none is usable.
+default held_ids := set()
 
-# The agreement the write rests on: the smallest usable id.
-agreement := held[sort(usable_ids)[0]] if count(usable_ids) > 0
+held_ids := registry.held_ids(input.subject, dataset_id, "write")
 
 # The agreement named in the answer: none for the publisher or on deny.
 default agreement_id := ""
 
-agreement_id := sort(usable_ids)[0] if {
+agreement_id := usable_id if {
 	allow
 	not own_dataset
 }
@@ -134,13 +132,13 @@ problems contains registry.missing(input.subject, dataset_id, "write") if {
 	authenticated
 	dataset_id != ""
 	not own_dataset
-	count(held) == 0
+	count(held_ids) == 0
 }
 
 problems contains reason if {
 	authenticated
 	not own_dataset
-	count(usable_ids) == 0
-	some id, candidate in held
-	some reason in registry.refusals(id, candidate)
+	not writer
+	some id in held_ids
+	some reason in registry.refusals(id, registry.agreement(id))
 }

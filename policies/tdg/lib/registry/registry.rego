@@ -125,7 +125,10 @@ held_ids(subject, dataset_id, kind) := {id |
 #   consumer rarely holds several agreements on a dataset, and the oldest is usually the one in
 #   force): only when it does not qualify are the others read.
 first_usable_for(subject, dataset_id, kind, purpose) := id if {
-	id := min(listed_ids(subject, dataset_id, kind))
+	id := min({listed |
+		some consumer in consumers(subject)
+		some listed in data.tdg.registry.index[consumer][dataset_id][kind]
+	})
 	candidate := data.tdg.registry.agreements[id]
 	candidate.state == "active"
 	candidate.dataset == dataset_id
@@ -154,7 +157,10 @@ first_usable_for(subject, dataset_id, kind, purpose) := id if {
 # METADATA
 # description: The same, whatever the purpose (write agreements).
 first_usable(subject, dataset_id, kind) := id if {
-	id := min(listed_ids(subject, dataset_id, kind))
+	id := min({listed |
+		some consumer in consumers(subject)
+		some listed in data.tdg.registry.index[consumer][dataset_id][kind]
+	})
 	candidate := data.tdg.registry.agreements[id]
 	candidate.state == "active"
 	candidate.dataset == dataset_id
@@ -173,12 +179,6 @@ first_usable(subject, dataset_id, kind) := id if {
 	candidate.consumer == consumer
 	valid_now(object.get(candidate, "valid_from_ns", 0), object.get(candidate, "valid_until_ns", 0))
 })
-
-# The ids the index lists for the subject's party and organisation, of `kind` on `dataset_id`.
-listed_ids(subject, dataset_id, kind) := {id |
-	some consumer in consumers(subject)
-	some id in data.tdg.registry.index[consumer][dataset_id][kind]
-}
 
 # The start and end of an agreement's validity (ns since the epoch; an end of 0 means none).
 valid_from(agreement) := object.get(agreement, "valid_from_ns", 0)

@@ -136,3 +136,72 @@ test_missing if {
 	registry.missing(app, "lyon.bikes", "write") == "no write agreement for dataset 'lyon.bikes' held by 'app' or 'org'"
 	registry.missing({}, "lyon.bikes", "read") == "no read agreement for dataset 'lyon.bikes' held by the caller"
 }
+
+test_held_ids_are_the_keys_of_held if {
+	registry.held_ids(app, "lyon.bikes", "read") == {"agr-app", "agr-org"} with data.tdg.registry as bundle
+	registry.held_ids(app, "lyon.bikes", "write") == {"agr-w"} with data.tdg.registry as bundle
+	registry.held_ids({"party": "app"}, "lyon.bikes", "read") == {"agr-app"} with data.tdg.registry as bundle
+	registry.held_ids(app, "lyon.bikes", "read") == set()
+}
+
+test_valid_now if {
+	registry.valid_now(now - day, 0) with time.now_ns as now
+	registry.valid_now(now, now + 1) with time.now_ns as now
+	not registry.valid_now(now + 1, 0) with time.now_ns as now
+	not registry.valid_now(now - day, now) with time.now_ns as now
+	not registry.valid_now(now - day, -1) with time.now_ns as now
+	not registry.valid_now("yesterday", 0) with time.now_ns as now
+	not registry.valid_now(0, null) with time.now_ns as now
+}
+
+# Several agreements on one dataset: "a-1" (app) and "a-3" (org) usable, the others not.
+several := {
+	"settings": bundle.settings,
+	"parties": bundle.parties,
+	"agreements": {
+		"a-0": read_agreement("org", {"state": "suspended"}),
+		"a-1": read_agreement("app", {"purposes": ["research"]}),
+		"a-2": read_agreement("app", {"valid_until_ns": now - 1}),
+		"a-3": read_agreement("org", {}),
+		"a-4": read_agreement("app", {"kind": "write"}),
+	},
+	"index": {
+		"app": {"lyon.bikes": {"read": ["a-4", "a-2", "a-1"], "write": ["a-4"]}},
+		"org": {"lyon.bikes": {"read": ["a-3", "a-0"], "write": []}},
+	},
+}
+
+test_first_usable_for_is_the_smallest_usable_id_covering_the_purpose if {
+	registry.first_usable_for(app, "lyon.bikes", "read", "research") == "a-1" with data.tdg.registry as several
+		with time.now_ns as now
+	registry.first_usable_for(app, "lyon.bikes", "read", "mobility-planning") == "a-3" with data.tdg.registry as several
+		with time.now_ns as now
+	registry.first_usable_for({"party": "app"}, "lyon.bikes", "read", "research") == "a-1" with data.tdg.registry as several
+		with time.now_ns as now
+	not registry.first_usable_for({"party": "app"}, "lyon.bikes", "read", "mobility-planning") with data.tdg.registry as several
+		with time.now_ns as now
+	not registry.first_usable_for(app, "lyon.bikes", "read", "public-health") with data.tdg.registry as several
+		with time.now_ns as now
+	not registry.first_usable_for(app, "lyon.bikes", "read", "research") with time.now_ns as now
+}
+
+test_first_usable_for_skips_a_smallest_id_listed_under_another_consumer if {
+	# "a-0" is the smallest id listed, under app, but it is org's agreement: ignored
+	misfiled := object.union(several, {
+		"agreements": {"a-0": read_agreement("org", {})},
+		"index": {"app": {"lyon.bikes": {"read": ["a-0", "a-1"]}}, "org": {"lyon.bikes": {"read": ["a-3"]}}},
+	})
+	registry.first_usable_for(app, "lyon.bikes", "read", "research") == "a-1" with data.tdg.registry as misfiled
+		with time.now_ns as now
+	registry.first_usable_for({"party": "app"}, "lyon.bikes", "read", "mobility-planning") == "a-1" with data.tdg.registry as object.union(misfiled, {"agreements": {"a-1": read_agreement("app", {})}})
+		with time.now_ns as now
+}
+
+test_first_usable_ignores_purposes if {
+	registry.first_usable(app, "lyon.bikes", "write") == "a-4" with data.tdg.registry as several
+		with time.now_ns as now
+	registry.first_usable(app, "lyon.bikes", "write") == "agr-w" with data.tdg.registry as bundle
+		with time.now_ns as now
+	not registry.first_usable(app, "lyon.bikes", "write") with data.tdg.registry as several
+		with time.now_ns as now - (2 * day)
+}
