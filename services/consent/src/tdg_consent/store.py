@@ -213,6 +213,16 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
     return _utc(value) if value is not None else None
 
 
+async def _upsert(
+    conn: AsyncConnection, table: Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    """Update the row with `key`, or insert it (portable across SQLite and PostgreSQL)."""
+    where = [table.c[name] == value for name, value in key.items()]
+    result = await conn.execute(update(table).where(*where).values(**values))
+    if result.rowcount == 0:
+        await conn.execute(insert(table).values(**key, **values))
+
+
 # --- counters -------------------------------------------------------------------------------
 
 
@@ -379,9 +389,7 @@ async def upsert_dataset(conn: AsyncConnection, d: DatasetRef) -> None:
         "subject_column": d.subject_column,
         "updated_at": datetime.now(UTC),
     }
-    result = await conn.execute(update(datasets).where(datasets.c.id == d.id).values(**values))
-    if result.rowcount == 0:
-        await conn.execute(insert(datasets).values(id=d.id, **values))
+    await _upsert(conn, datasets, {"id": d.id}, values)
 
 
 async def update_dataset_fields(conn: AsyncConnection, dataset_id: str, **values: Any) -> None:
@@ -412,15 +420,12 @@ async def position(
 
 
 async def mark_consumed(conn: AsyncConnection, topic: str, partition: int, offset: int) -> None:
-    c = consumed_offsets.c
-    values = {"next_offset": offset + 1}
-    result = await conn.execute(
-        update(consumed_offsets).where(c.topic == topic, c.partition == partition).values(**values)
+    await _upsert(
+        conn,
+        consumed_offsets,
+        {"topic": topic, "partition": partition},
+        {"next_offset": offset + 1},
     )
-    if result.rowcount == 0:
-        await conn.execute(
-            insert(consumed_offsets).values(topic=topic, partition=partition, **values)
-        )
 
 
 # --- agreements -----------------------------------------------------------------------------
@@ -642,25 +647,12 @@ async def record_consent(conn: AsyncConnection, consent: Consent, at: datetime) 
         "withdrawn_at": consent.withdrawn_at,
         "revision": consent.revision,
     }
-    c = consents.c
-    result = await conn.execute(
-        update(consents)
-        .where(
-            c.subject_id == consent.subject_id,
-            c.purpose == consent.purpose,
-            c.dataset_id == consent.dataset_id,
-        )
-        .values(**values)
-    )
-    if result.rowcount == 0:
-        await conn.execute(
-            insert(consents).values(
-                subject_id=consent.subject_id,
-                purpose=consent.purpose,
-                dataset_id=consent.dataset_id,
-                **values,
-            )
-        )
+    key = {
+        "subject_id": consent.subject_id,
+        "purpose": consent.purpose,
+        "dataset_id": consent.dataset_id,
+    }
+    await _upsert(conn, consents, key, values)
 
 
 async def subject_consents(conn: AsyncConnection, subject_id: str) -> list[Consent]:

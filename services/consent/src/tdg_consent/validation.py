@@ -10,16 +10,16 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from datetime import datetime
 
 from tdg_core.errors import InvalidArgument
-from tdg_core.identifiers import check_party_id, check_territory_codes, territory_kind
+from tdg_core.identifiers import check_party_id, check_territory_codes
 
 from tdg_consent.model import (
     PARTY_ROLES,
     AccessKind,
     Conditions,
     DatasetRef,
+    Generalisation,
     MaskMethod,
     Party,
     PartyKind,
@@ -160,8 +160,6 @@ def validate_conditions(c: Conditions, dataset: DatasetRef, kind: AccessKind) ->
 def _check_mask(
     field: str, method: MaskMethod, g: object, dataset: DatasetRef, column_name: str
 ) -> None:
-    from tdg_consent.model import Generalisation
-
     column = dataset.column(column_name)
     assert column is not None
     if method is not MaskMethod.GENERALISE:
@@ -209,12 +207,3 @@ def validate_subject(field: str, subject_id: str) -> str:
 
 def validate_source(field: str, source: str) -> str:
     return text(field, source, MAX_SOURCE, required=True)
-
-
-def check_not_before(field: str, value: datetime | None, floor: datetime) -> None:
-    if value is not None and value < floor:
-        raise InvalidArgument(field, "is in the past")
-
-
-def is_commune(code: str) -> bool:
-    return territory_kind(code) == "commune"
