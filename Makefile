@@ -70,10 +70,12 @@ test: setup lint policy-test ## every test: lint, types, policies, unit, integra
 bench: setup ## benchmarks (full size), JSON figures on the last line of each
 	$(PY) bench/catalog_bench.py
 	$(PY) bench/policy_bench.py
+	$(PY) bench/ingest_bench.py
 
 bench-quick: setup ## every benchmark in --quick mode (smoke test)
 	$(PY) bench/catalog_bench.py --quick
 	$(PY) bench/policy_bench.py --quick
+	$(PY) bench/ingest_bench.py --quick
 
 up: setup ## start the local stack in the background (Kafka, OPA, services)
 	.venv/bin/tdg dev up

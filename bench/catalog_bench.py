@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
 import secrets
 import statistics
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import grpc
 from common import (
-    ROOT,
     bearer,
+    kafka_and_opa,
     launch,
-    opa_server,
     percentile,
     python_service,
     report,
@@ -40,7 +38,7 @@ from tdg_catalog.convert import metadata_from_pb, schema_from_pb
 from tdg_catalog.server import MIGRATIONS
 from tdg_catalog.store import outbox
 from tdg_core.db import create_engine, upgrade_to_head
-from tdg_core.devstack import KafkaNode, Tools, free_port
+from tdg_core.devstack import free_port
 from tdg_core.events import EventProducer
 from tdg_core.outbox import Outbox
 from tdg_core.policy import PolicyClient
@@ -132,24 +130,6 @@ async def direct_baseline(tmp: Path, requests: list[pb.RegisterDatasetRequest]) 
     rate = len(requests) / (time.perf_counter() - t0)
     await engine.dispose()
     return rate
-
-
-async def kafka_and_opa(processes: contextlib.ExitStack, tmp: Path) -> tuple[str, str]:
-    """Kafka and OPA: the ones named by TDG_KAFKA_BOOTSTRAP / TDG_OPA_URL, else our own."""
-    bootstrap = os.environ.get("TDG_KAFKA_BOOTSTRAP", "")
-    opa_url = os.environ.get("TDG_OPA_URL", "")
-    tools = Tools.locate(ROOT)
-    if not bootstrap:
-        # Readiness not awaited: the catalog serves without Kafka (the outbox keeps the events).
-        kafka = KafkaNode(tools.kafka_home, tmp / "kafka", free_port(), free_port(), state_dir=tmp)
-        await launch(processes, kafka)
-        bootstrap = kafka.bootstrap
-    if not opa_url:
-        opa = opa_server(tools, tmp, free_port())
-        await launch(processes, opa)
-        await wait_ready(opa, timeout_s=20)
-        opa_url = opa.url
-    return bootstrap, opa_url
 
 
 async def run(n: int, searches: int, opa_checks: int, concurrency: int) -> dict[str, float]:

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from tdg_core.devstack import Component, OpaServer, PythonService, ServiceSpec, Tools
+from tdg_core.devstack import (
+    Component,
+    KafkaNode,
+    OpaServer,
+    PythonService,
+    ServiceSpec,
+    Tools,
+    free_port,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ROOT / "policies"
@@ -149,3 +157,24 @@ def python_service(
     spec = ServiceSpec(name=name, module=module, port=port, extra_ports=extra_ports)
     # cwd: the temporary directory, where no var/dev/dev.env is read by the settings.
     return PythonService(spec, state_dir=tmp, env=env, cwd=tmp)
+
+
+async def kafka_and_opa(
+    processes: contextlib.ExitStack, tmp: Path, wait_kafka: bool = False
+) -> tuple[str, str]:
+    """Kafka and OPA: the ones named by TDG_KAFKA_BOOTSTRAP / TDG_OPA_URL, else our own."""
+    bootstrap = os.environ.get("TDG_KAFKA_BOOTSTRAP", "")
+    opa_url = os.environ.get("TDG_OPA_URL", "")
+    tools = Tools.locate(ROOT)
+    if not bootstrap:
+        kafka = KafkaNode(tools.kafka_home, tmp / "kafka", free_port(), free_port(), state_dir=tmp)
+        await launch(processes, kafka)
+        bootstrap = kafka.bootstrap
+        if wait_kafka:  # the catalog serves without it (its outbox keeps the events)
+            await wait_ready(kafka, timeout_s=120)
+    if not opa_url:
+        opa = opa_server(tools, tmp, free_port())
+        await launch(processes, opa)
+        await wait_ready(opa, timeout_s=20)
+        opa_url = opa.url
+    return bootstrap, opa_url

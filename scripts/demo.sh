@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo run by `make demo` against the stack started by `tdg dev up`: the catalog, then an
-# access request approved with conditions, OPA's decision, a revocation, and citizen consent.
+# access request approved with conditions, OPA's decision, a revocation, citizen consent, and
+# records streamed in (gRPC and Kafka), stored in Iceberg or dead-lettered, with their indicators.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tdg=.venv/bin/tdg
@@ -94,5 +95,41 @@ TDG_TOKEN=$portal $tdg consent list household-4711
 
 step "the events on tdg.consent.events"
 .venv/bin/python scripts/tail_events.py tdg.consent.events --max 20
+
+step "Lyon's counters stream hourly bike counts: JSON lines through the gRPC front door"
+TDG_TOKEN=$($tdg token issue --party lyon-data-office --org metropole-lyon --role data-officer)
+counts=var/dev/demo-bike-counts.jsonl
+.venv/bin/python - "$counts" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as out:
+    for i in range(5000):
+        out.write(json.dumps({"counter_id": f"CPT-{i % 40:03d}", "lane_direction": "forward",
+            "date_observed": f"2026-11-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+            "intensity": (i * 7) % 400, "commune_code": "69123"}) + "\n")
+    out.write('{"counter_id": "CPT-999", "intensity": "twelve"}\n')
+PY
+$tdg ingest send metropole-lyon.bike-counters "$counts" || echo "(one record refused at the door, as expected)"
+
+step "a partner system writes to Kafka directly, one record malformed: it is dead-lettered"
+.venv/bin/python - <<'PY'
+import asyncio, json
+from aiokafka import AIOKafkaProducer
+async def main():
+    p = AIOKafkaProducer(bootstrap_servers="127.0.0.1:9092", acks="all")
+    await p.start()
+    headers = [("tdg-producer", b"metropole-lyon")]
+    for i in range(100):
+        await p.send("tdg.ingest.metropole-lyon.bike-counters", headers=headers, value=json.dumps(
+            {"counter_id": f"KFK-{i}", "lane_direction": "backward",
+             "date_observed": "2026-11-29T08:00:00+01:00", "intensity": i}).encode())
+    await p.send_and_wait("tdg.ingest.metropole-lyon.bike-counters", headers=headers,
+                          value=b'{"counter_id": "KFK-bad", "date_observed": "2026-11-29 08:00"}')
+    await p.stop()
+asyncio.run(main())
+PY
+sleep 3
+$tdg ingest status metropole-lyon.bike-counters
+$tdg ingest dlq list --dataset metropole-lyon.bike-counters --limit 5
+$tdg ingest indicators metropole-lyon.bike-counters --period hour --days 1
 
 printf '\nThe stack keeps running: .venv/bin/tdg dev status | logs | down\n'

@@ -285,9 +285,9 @@ def reference_problems(doc: Doc, docs: Sequence[Doc]) -> list[str]:
     """References to other documents of the same render that must resolve."""
     names = {(d.get("kind"), (d.get("metadata") or {}).get("name")) for d in docs}
     problems: list[str] = []
-    if doc.get("kind") == "HorizontalPodAutoscaler":
+    if doc.get("kind") in ("HorizontalPodAutoscaler", "ScaledObject"):
         target = (doc.get("spec") or {}).get("scaleTargetRef") or {}
-        ref = (target.get("kind"), target.get("name"))
+        ref = (target.get("kind", "Deployment"), target.get("name"))  # KEDA's default kind
         if ref not in names:
             problems.append(f"scaleTargetRef {ref[0]}/{ref[1]} is not rendered")
     cluster = ((doc.get("metadata") or {}).get("labels") or {}).get("strimzi.io/cluster")

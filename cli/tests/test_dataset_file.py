@@ -207,3 +207,63 @@ def test_a_schema_only_file_loads(tmp_path: Path) -> None:
     schema = load_schema(path)
     assert [(c.name, c.type) for c in schema.columns] == [("x", "decimal(10,2)")]
     assert list(schema.key_columns) == ["x"]
+
+
+def _with_column(tmp_path: Path, column: str) -> pb.Column:
+    request = load_register_request(_write(tmp_path, MINIMAL + f"    - {column}\n"))
+    return request.schema.columns[1]
+
+
+def test_a_range_is_read_and_an_absent_bound_stays_unset(tmp_path: Path) -> None:
+    level = _with_column(tmp_path, "{name: level, type: float32, minimum: 0, maximum: 1.5}")
+    assert (level.minimum, level.maximum) == (0.0, 1.5)
+    count = _with_column(tmp_path, "{name: count, type: int32, minimum: 0}")
+    assert count.HasField("minimum") and not count.HasField("maximum")
+    status = _with_column(tmp_path, "{name: status, type: string}")
+    assert not status.HasField("minimum") and not status.HasField("maximum")
+
+
+@pytest.mark.parametrize(
+    ("written", "epoch_seconds"),
+    [
+        ("2015-01-01", 1_420_070_400),
+        ("2015-01-01T00:00:00Z", 1_420_070_400),
+        ("2015-01-01 01:00:00", 1_420_074_000),  # no zone: UTC
+        ("2015-01-01T01:00:00+01:00", 1_420_070_400),
+        ("'2015-01-01T00:00:00+00:00'", 1_420_070_400),  # ISO text, as a JSON file has it
+        ("1420070400", 1_420_070_400),
+    ],
+)
+def test_a_time_bound_may_be_written_as_a_date_or_timestamp(
+    tmp_path: Path, written: str, epoch_seconds: int
+) -> None:
+    column = _with_column(tmp_path, f"{{name: seen, type: timestamp, minimum: {written}}}")
+    assert column.minimum == epoch_seconds
+
+
+def test_a_json_dataset_file_with_ranges_loads(tmp_path: Path) -> None:
+    text = (
+        '{"id": "metropole-lyon.bikes", "metadata": {"title": "Comptages", "themes": ["TRAN"], '
+        '"licence": "etalab-2.0"}, "schema": {"columns": [{"name": "percent", "type": "float64", '
+        '"minimum": 0, "maximum": 100}, {"name": "day", "type": "date", "minimum": "2015-01-01"}]}}'
+    )
+    columns = load_register_request(_write(tmp_path, text, "dataset.json")).schema.columns
+    assert (columns[0].minimum, columns[0].maximum) == (0, 100)
+    assert columns[1].minimum == 1_420_070_400
+
+
+@pytest.mark.parametrize("bound", ["lots", "'1e3'", ".nan", ".inf", "true", "[0]"])
+def test_a_malformed_bound_names_its_key(tmp_path: Path, bound: str) -> None:
+    text = MINIMAL + f"    - {{name: level, type: float64, maximum: {bound}}}\n"
+    assert ": schema.columns[1].maximum: " in _error(tmp_path, text)
+
+
+def test_the_examples_declare_realistic_ranges() -> None:
+    request = load_register_request(EXAMPLES / "waste-bin-fill-levels.yaml")
+    columns = {c.name: c for c in request.schema.columns}
+    assert (columns["filling_level"].minimum, columns["filling_level"].maximum) == (0, 1)
+    assert columns["stored_waste_kind"].minimum == 1  # the length of the list
+    bikes = {
+        c.name: c for c in load_register_request(EXAMPLES / "bike-counters.yaml").schema.columns
+    }
+    assert bikes["intensity"].minimum == 0 and not bikes["intensity"].HasField("maximum")

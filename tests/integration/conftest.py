@@ -14,6 +14,7 @@ import jwt
 import pytest
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg.consent.v1 import consent_pb2_grpc
+from tdg.ingest.v1 import ingest_pb2_grpc
 from tdg_catalog.server import CatalogApp, build_app
 from tdg_catalog.settings import CatalogSettings
 from tdg_consent.server import ConsentApp
@@ -164,5 +165,80 @@ def consent_caller(
 
     def make(party: str, org: str = "", *roles: str) -> ConsentCaller:
         return ConsentCaller(stub, catalog, make_token(party, org, roles))
+
+    return make
+
+
+# --- the ingest service ---------------------------------------------------------------------
+
+
+def ingest_settings(tmp: Path, kafka: str, opa: str, secret: str, **overrides: object):
+    from tdg_ingest.settings import IngestSettings
+
+    values: dict[str, object] = {
+        "grpc_port": 0,
+        "kafka_bootstrap": kafka,
+        "opa_url": opa,
+        "auth_hs256_secret": secret,
+        "ingest_catalog_url": f"sqlite:///{tmp / 'iceberg-catalog.db'}",
+        "ingest_warehouse": str(tmp / "warehouse"),
+        "ingest_batch_max_wait_s": 0.3,
+        "ingest_write_cache_s": 2.0,
+        "ingest_indicators_every_s": 3600.0,
+        **overrides,
+    }
+    return IngestSettings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def ingest_app(
+    tmp_path_factory: pytest.TempPathFactory, kafka, opa, secret: str, consent_app: ConsentApp
+):
+    """The ingest service (worker and front door) on its own warehouse and Iceberg catalog."""
+    from tdg_ingest.server import build_app as build_ingest_app
+
+    settings = ingest_settings(tmp_path_factory.mktemp("ingest"), kafka.bootstrap, opa.url, secret)
+    app = await build_ingest_app(settings)
+    await app.start()
+    await app.monitor.check_once()
+    yield app
+    await app.server.stop(0)
+    await app.monitor.stop()
+    await app.close()
+
+
+@dataclass
+class IngestCaller:
+    """A party with a token, calling the ingest, consent and catalog services."""
+
+    stub: ingest_pb2_grpc.IngestServiceStub
+    consent: consent_pb2_grpc.ConsentServiceStub
+    catalog: catalog_pb2_grpc.CatalogServiceStub
+    token: str
+
+    @property
+    def md(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+@pytest.fixture(scope="session")
+async def ingest_channel(ingest_app) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{ingest_app.port}") as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def ingest_caller(
+    ingest_channel: grpc.aio.Channel,
+    consent_channel: grpc.aio.Channel,
+    channel: grpc.aio.Channel,
+    make_token: Callable[..., str],
+) -> Callable[..., IngestCaller]:
+    stub = ingest_pb2_grpc.IngestServiceStub(ingest_channel)
+    consent = consent_pb2_grpc.ConsentServiceStub(consent_channel)
+    catalog = catalog_pb2_grpc.CatalogServiceStub(channel)
+
+    def make(party: str, org: str = "", *roles: str) -> IngestCaller:
+        return IngestCaller(stub, consent, catalog, make_token(party, org, roles))
 
     return make

@@ -88,6 +88,19 @@ def test_every_overlay_renders_and_validates() -> None:
             "v1 ConfigMap tdg/opa-config-",
         ):
             assert f"PASS  {overlay:<6} {consent}" in proc.stdout
+        for ingest in (
+            "v1 ServiceAccount tdg/ingest",
+            "apps/v1 Deployment tdg/ingest",
+            "v1 Service tdg/ingest",
+            "policy/v1 PodDisruptionBudget tdg/ingest",
+            "kafka.strimzi.io/v1beta2 KafkaTopic tdg/tdg.ingest.dlq",
+            "kafka.strimzi.io/v1beta2 KafkaTopic tdg/tdg.ingest.events",
+        ):
+            assert f"PASS  {overlay:<6} {ingest}" in proc.stdout
+    # Ingest scales on Kafka lag through KEDA, validated against schemas/keda.sh; dev runs one.
+    assert "PASS  prod   keda.sh/v1alpha1 ScaledObject tdg/ingest" in proc.stdout
+    assert "dev    keda.sh/v1alpha1 ScaledObject" not in proc.stdout
+    assert "PASS  prod   networking.k8s.io/v1 NetworkPolicy tdg/ingest-ingress" in proc.stdout
     assert "PASS  prod   autoscaling/v2 HorizontalPodAutoscaler tdg/consent" in proc.stdout
     assert "dev    autoscaling/v2 HorizontalPodAutoscaler tdg/consent" not in proc.stdout
     assert "NetworkPolicy tdg/default-deny" in proc.stdout  # prod carries the component
@@ -151,6 +164,27 @@ def test_misspelt_field_in_a_strimzi_resource_fails(k8s_copy: Path) -> None:
     report = failures(proc)
     assert "KafkaTopic tdg/tdg.catalog.events: schema kafka.strimzi.io/kafkatopic_v1beta2" in report
     assert "'partition' was unexpected" in report
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("  maxReplicaCount: 6", "  maxReplicas: 6", "'maxReplicas' was unexpected"),
+        # KEDA's trigger metadata is text only: an unquoted YAML boolean is refused by the API.
+        ('allowIdleConsumers: "false"', "allowIdleConsumers: false", "False is not of type"),
+    ],
+)
+def test_malformed_keda_scaled_object_fails(
+    k8s_copy: Path, old: str, new: str, problem: str
+) -> None:
+    edit(k8s_copy / "base" / "ingest" / "scaledobject.yaml", old, new)
+
+    proc = validate(k8s_copy)
+
+    assert proc.returncode == 1
+    report = failures(proc)
+    assert "prod   keda.sh/v1alpha1 ScaledObject tdg/ingest: schema keda.sh/scaledobject" in report
+    assert problem in report
 
 
 def test_unpinned_image_fails(k8s_copy: Path) -> None:
@@ -234,7 +268,7 @@ def test_every_sidecar_mounts_the_config_and_the_policies(overlay: str) -> None:
     configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} >= {"catalog", "consent"}
+    assert {d["metadata"]["name"] for d in deployments} >= {"catalog", "consent", "ingest"}
     for deployment in deployments:
         template = deployment["spec"]["template"]
         pod = template["spec"]
@@ -251,6 +285,36 @@ def test_every_sidecar_mounts_the_config_and_the_policies(overlay: str) -> None:
         assert volumes[mounts["/policies"]]["configMap"]["name"] == "opa-policy-bundle"
     ports = {p["name"]: p["port"] for p in services["consent"]["spec"]["ports"]}
     assert ports == {"grpc": 50052, "http-bundle": 8282}
+
+
+def test_ingest_scales_on_its_own_consumer_group_and_serves_its_port() -> None:
+    """The manifests name what the service's code names: its consumer group and gRPC port."""
+    from tdg_ingest.settings import CONSUMER_GROUP, IngestSettings
+
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rendered("prod")}
+    scaled = docs[("ScaledObject", "ingest")]["spec"]
+    assert scaled["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "ingest",
+    }
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == CONSUMER_GROUP
+    assert "topic" not in trigger["metadata"]  # every dataset topic the group reads
+    assert trigger["metadata"]["bootstrapServers"].startswith("tdg-kafka-bootstrap.tdg.svc:")
+    (container,) = docs[("Deployment", "ingest")]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    port = IngestSettings.model_fields["grpc_port"].default
+    assert env["TDG_GRPC_PORT"]["value"] == str(port)
+    assert container["ports"] == [{"name": "grpc", "containerPort": port}]
+    # Credentials only by reference.
+    for name in (
+        "TDG_INGEST_CATALOG_URL",
+        "TDG_INGEST_S3_ACCESS_KEY_ID",
+        "TDG_INGEST_S3_SECRET_ACCESS_KEY",
+    ):
+        assert "secretKeyRef" in env[name]["valueFrom"], name
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg.consent.v1 import consent_pb2_grpc
+from tdg.ingest.v1 import ingest_pb2_grpc
 
 from tdg_cli.settings import CliSettings
 from tdg_cli.vocabulary import OptionError
@@ -54,11 +55,16 @@ def _failed(exc: grpc.RpcError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def call(settings: CliSettings, method: Callable[..., T], request: Any) -> T:
-    """Call with the token and a deadline; exit 1 with the status and message on failure."""
+def call(
+    settings: CliSettings, method: Callable[..., T], request: Any, timeout_s: float | None = None
+) -> T:
+    """Call with the token and a deadline (`timeout_s`, default the settings' call timeout); exit 1
+    with the status and message on failure. A client-streaming method takes an iterator of
+    requests, sent as it yields them."""
     metadata = _metadata(settings)
+    timeout = settings.call_timeout_s if timeout_s is None else timeout_s
     try:
-        return method(request, metadata=metadata, timeout=settings.call_timeout_s)
+        return method(request, metadata=metadata, timeout=timeout)
     except grpc.RpcError as exc:
         raise _failed(exc) from exc
 
@@ -80,11 +86,11 @@ class Service:
     stub: Callable[[grpc.Channel], Any]
     addr: Callable[[CliSettings], str]
 
-    def rpc(self, name: str, request: Any) -> Any:
-        """Call the method `name` (e.g. "GetDataset")."""
+    def rpc(self, name: str, request: Any, timeout_s: float | None = None) -> Any:
+        """Call the method `name` (e.g. "GetDataset"); `timeout_s` replaces the usual deadline."""
         settings = CliSettings()
         with channel(self.addr(settings)) as ch:
-            return call(settings, getattr(self.stub(ch), name), request)
+            return call(settings, getattr(self.stub(ch), name), request, timeout_s)
 
     def rpc_pages(self, name: str, request: Any, all_pages: bool) -> Any:
         """A list method: one page, or with `all_pages` every page from the request's
@@ -106,6 +112,25 @@ class Service:
                 response.next_page_token = page.next_page_token
             return response
 
+    def pages(self, name: str, request: Any) -> Generator[Any, None, None]:
+        """A list method's pages from the request's page_token on, each called for when the
+        previous one has been read (the channel open meanwhile): stop reading to stop calling."""
+        settings = CliSettings()
+        with channel(self.addr(settings)) as ch:
+            method = getattr(self.stub(ch), name)
+            seen: set[str] = set()
+            while True:
+                response = call(settings, method, request)
+                yield response
+                token = response.next_page_token
+                if not token:
+                    return
+                if token in seen:  # a service that loops would otherwise never end
+                    err.print(f"[red]the service repeated the page token {token!r}[/]")
+                    raise typer.Exit(1)
+                seen.add(token)
+                request.page_token = token
+
     def stream(self, name: str, request: Any) -> Iterator[Any]:
         """A server-streaming method's messages; the channel stays open while they are read."""
         settings = CliSettings()
@@ -115,6 +140,7 @@ class Service:
 
 CATALOG = Service(catalog_pb2_grpc.CatalogServiceStub, lambda s: s.catalog_addr)
 CONSENT = Service(consent_pb2_grpc.ConsentServiceStub, lambda s: s.consent_addr)
+INGEST = Service(ingest_pb2_grpc.IngestServiceStub, lambda s: s.ingest_addr)
 
 
 def print_json(message: Any) -> None:

@@ -7,6 +7,7 @@ so a rule lives in one place. Every error names the file and the key.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 from tdg.catalog.v1 import catalog_pb2 as pb
@@ -29,7 +30,16 @@ METADATA_TEXT = ("title", "description", "contact", "licence", "update_frequency
 METADATA_LISTS = ("themes", "keywords", "territory")
 METADATA_KEYS = (*METADATA_TEXT, *METADATA_LISTS, "access_level", "retention_days")
 SCHEMA_KEYS = ("columns", "event_time_column", "key_columns", "subject_column")
-COLUMN_KEYS = ("name", "type", "nullable", "description", "unit", "sensitivity")
+COLUMN_KEYS = (
+    "name",
+    "type",
+    "nullable",
+    "description",
+    "unit",
+    "sensitivity",
+    "minimum",
+    "maximum",
+)
 
 # A malformed dataset file; the message names the file and the key.
 DatasetFileError = YamlFileError
@@ -108,4 +118,25 @@ def _column(doc: YamlDoc, value: object, key: str) -> pb.Column:
         description=doc.text(c.get("description", ""), f"{key}.description"),
         unit=doc.text(c.get("unit", ""), f"{key}.unit"),
         sensitivity=doc.choice(c.get("sensitivity", "public"), f"{key}.sensitivity", SENSITIVITIES),
+        # Absent stays unset (unbounded), which the proto tells apart from a bound of 0.
+        minimum=_bound(doc, c["minimum"], f"{key}.minimum") if "minimum" in c else None,
+        maximum=_bound(doc, c["maximum"], f"{key}.maximum") if "maximum" in c else None,
     )
+
+
+def _bound(doc: YamlDoc, value: object, key: str) -> float:
+    """A range bound: a number, or for date and timestamp columns a date or a timestamp (YAML's
+    own, or ISO 8601 text as JSON writes it), sent as the epoch seconds the proto carries."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise doc.fail(
+                key, f"must be a number, a date or a timestamp (ISO 8601), got {value!r}"
+            ) from None
+    if isinstance(value, datetime):
+        # No zone written means UTC, as YAML and the catalog's timestamps have it.
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, date):
+        return datetime.combine(value, time(), UTC).timestamp()
+    return doc.number(value, key)

@@ -62,6 +62,15 @@ SERVICES: list[ServiceSpec] = [
         },
         extra_ports=(CONSENT_BUNDLE_PORT,),
     ),
+    ServiceSpec(
+        "ingest",
+        "tdg_ingest",
+        50053,
+        {
+            "TDG_INGEST_CATALOG_URL": "sqlite:///var/dev/iceberg-catalog.db",
+            "TDG_INGEST_WAREHOUSE": "var/dev/warehouse",
+        },
+    ),
 ]
 
 

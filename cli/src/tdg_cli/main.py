@@ -9,6 +9,7 @@ from tdg_cli.catalog import catalog_app
 from tdg_cli.consent import consent_app
 from tdg_cli.dev import dev_app
 from tdg_cli.erasure import erasure_app
+from tdg_cli.ingest import ingest_app
 from tdg_cli.party import party_app
 from tdg_cli.token import token_app
 
@@ -20,6 +21,7 @@ app.add_typer(party_app, name="party")
 app.add_typer(access_app, name="access")
 app.add_typer(consent_app, name="consent")
 app.add_typer(erasure_app, name="erasure")
+app.add_typer(ingest_app, name="ingest")
 
 if __name__ == "__main__":
     app()

@@ -9,6 +9,10 @@ from tdg_core.settings import TdgSettings
 class CliSettings(TdgSettings):
     catalog_addr: str = "127.0.0.1:50051"
     consent_addr: str = "127.0.0.1:50052"
+    ingest_addr: str = "127.0.0.1:50053"
     # The caller's bearer token (`tdg token issue …` prints one for development).
     token: SecretStr | None = None
     call_timeout_s: float = Field(default=10.0, gt=0)
+    # The deadline of the calls that last as long as the data is big: `tdg ingest send` (the whole
+    # upload) and `tdg ingest compact`.
+    ingest_long_call_timeout_s: float = Field(default=3600.0, gt=0)

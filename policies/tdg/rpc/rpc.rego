@@ -50,6 +50,13 @@ permissions := {
 	"/tdg.consent.v1.ConsentService/GetErasure": "erasure.read",
 	"/tdg.consent.v1.ConsentService/ListErasures": "erasure.read",
 	"/tdg.consent.v1.ConsentService/StreamSubjectSet": "consent.subjects",
+	"/tdg.ingest.v1.IngestService/Publish": "ingest.publish",
+	"/tdg.ingest.v1.IngestService/Status": "ingest.monitor",
+	"/tdg.ingest.v1.IngestService/GetDeliveryIndicators": "ingest.monitor",
+	"/tdg.ingest.v1.IngestService/ListRejects": "ingest.manage",
+	"/tdg.ingest.v1.IngestService/GetReject": "ingest.manage",
+	"/tdg.ingest.v1.IngestService/ReplayRejects": "ingest.manage",
+	"/tdg.ingest.v1.IngestService/CompactTable": "ingest.manage",
 }
 
 # METADATA
@@ -116,6 +123,15 @@ resource_field(name) := value if {
 	is_string(value)
 } else := ""
 
+# METADATA
+# description: |
+#   A string field of the dataset an ingest call concerns (`resource.dataset`: id, publisher,
+#   status), "" when absent or not a string.
+dataset_field(name) := value if {
+	value := input.resource.dataset[name]
+	is_string(value)
+} else := ""
+
 # The caller's party, "" when unauthenticated.
 default subject_party := ""
 
@@ -126,6 +142,20 @@ publisher_officer if {
 	roles.held(input.subject, roles.data_officer)
 	resource_publisher != ""
 	subject_org == resource_publisher
+}
+
+# The data officer of the (non-empty) publisher of the dataset an ingest call names.
+dataset_officer if {
+	roles.held(input.subject, roles.data_officer)
+	dataset_field("publisher") != ""
+	subject_org == dataset_field("publisher")
+}
+
+# The producer whose delivery an ingest call asks about: the caller's party, or its organisation.
+own_delivery if {
+	producer := resource_field("producer")
+	producer != ""
+	producer in {subject_party, subject_org}
 }
 
 # The publisher's side of an agreement: platform-admin or the publisher's data officer.
@@ -244,6 +274,27 @@ grants("consent.subjects") if roles.held(input.subject, roles.platform_admin)
 
 grants("consent.subjects") if roles.held(input.subject, roles.platform_service)
 
+# Sending records: any authenticated caller; whether it may write to each dataset is tdg.write's
+# decision, asked by the ingest service per dataset.
+grants("ingest.publish") := true
+
+# Watching deliveries and status: platform-admin and the publisher's data officer (for Status
+# without a dataset, the service names the caller's organisation as the publisher and lists its
+# datasets); a producer also sees its own delivery indicators.
+grants("ingest.monitor") if roles.held(input.subject, roles.platform_admin)
+
+grants("ingest.monitor") if dataset_officer
+
+grants("ingest.monitor") if {
+	method == "/tdg.ingest.v1.IngestService/GetDeliveryIndicators"
+	own_delivery
+}
+
+# Rejects and table maintenance: platform-admin and the publisher's data officer.
+grants("ingest.manage") if roles.held(input.subject, roles.platform_admin)
+
+grants("ingest.manage") if dataset_officer
+
 #
 # Reasons: why the call is refused. Empty when allowed.
 #
@@ -361,6 +412,42 @@ refusals contains sprintf("role %s (or %s) required to call %s", [roles.platform
 	permission == "consent.subjects"
 	refused
 }
+
+refusals contains reason if {
+	permission == "ingest.monitor"
+	refused
+	method == "/tdg.ingest.v1.IngestService/GetDeliveryIndicators"
+	reason := sprintf(
+		"%s on %s requires a %s of publisher %s, the producer %s (or a party of that organisation), or %s",
+		[rpc_name, ingest_dataset_named, roles.data_officer, quoted(dataset_field("publisher")), quoted(resource_field("producer")), roles.platform_admin],
+	)
+}
+
+refusals contains reason if {
+	permission == "ingest.monitor"
+	refused
+	method != "/tdg.ingest.v1.IngestService/GetDeliveryIndicators"
+	reason := sprintf(
+		"role %s of publisher %s (or %s) required to call %s on %s",
+		[roles.data_officer, quoted(dataset_field("publisher")), roles.platform_admin, rpc_name, ingest_dataset_named],
+	)
+}
+
+refusals contains reason if {
+	permission == "ingest.manage"
+	refused
+	reason := sprintf(
+		"role %s of publisher %s (or %s) required to call %s on %s",
+		[roles.data_officer, quoted(dataset_field("publisher")), roles.platform_admin, rpc_name, ingest_dataset_named],
+	)
+}
+
+# How ingest refusals name the dataset: its id, else its publisher's datasets, else "a dataset".
+ingest_dataset_named := sprintf("dataset '%s'", [dataset_field("id")]) if {
+	dataset_field("id") != ""
+} else := sprintf("the datasets of '%s'", [dataset_field("publisher")]) if {
+	dataset_field("publisher") != ""
+} else := "a dataset"
 
 # The agreement resource (or ListAgreements filter) names a publisher, consumer or consumer_org.
 names_a_party if {

@@ -249,16 +249,16 @@ test_empty_input_is_a_deny_object if {
 
 test_class_without_rules_is_denied_with_a_reason if {
 	# a method added to the table before its class has rules is refused, not allowed silently
-	permissions := object.union(rpc.permissions, {"/tdg.ingest.v1.IngestService/Publish": "ingest.write"})
+	permissions := object.union(rpc.permissions, {"/tdg.query.v1.QueryService/Query": "query.run"})
 	request := {
-		"method": "/tdg.ingest.v1.IngestService/Publish",
-		"service": "tdg.ingest.v1.IngestService",
-		"rpc": "Publish",
+		"method": "/tdg.query.v1.QueryService/Query",
+		"service": "tdg.query.v1.QueryService",
+		"rpc": "Query",
 		"subject": admin,
 		"resource": bike_counters,
 	}
 	d := rpc.decision with input as request with rpc.permissions as permissions
-	denied_because(d, "Publish requires permission ingest.write, which the caller does not hold")
+	denied_because(d, "Query requires permission query.run, which the caller does not hold")
 }
 
 #
@@ -678,4 +678,199 @@ test_malformed_bundle_suspends_nobody if {
 		with data.tdg.registry as {"parties": ["velo-app"]}
 	allowed(rpc.decision) with input as consent_call("ListPurposes", mobility_app, {})
 		with data.tdg.registry as "not an object"
+}
+
+#
+# Ingest service
+#
+
+ingest := "tdg.ingest.v1.IngestService"
+
+# Every ingest method and its class, as the contract's table lists them.
+ingest_classes := {
+	"Publish": "ingest.publish",
+	"Status": "ingest.monitor",
+	"GetDeliveryIndicators": "ingest.monitor",
+	"ListRejects": "ingest.manage",
+	"GetReject": "ingest.manage",
+	"ReplayRejects": "ingest.manage",
+	"CompactTable": "ingest.manage",
+}
+
+ingest_rpcs_of(class) := [rpc_name | some rpc_name, c in ingest_classes; c == class]
+
+# The resource the ingest service sends: the dataset, and the producer asked about (or "").
+counters_of(producer) := {
+	"dataset": {"id": "metropole-lyon.bike-counters", "publisher": "metropole-lyon", "status": "published"},
+	"producer": producer,
+}
+
+sensor_co := {"party": "sensor-co", "org": "sensor-co", "roles": []}
+
+# An application of sensor-co.
+sensor_gateway := {"party": "sensor-gateway", "org": "sensor-co", "roles": []}
+
+ingest_call(rpc_name, subject, resource) := {
+	"method": sprintf("/%s/%s", [ingest, rpc_name]),
+	"service": ingest,
+	"rpc": rpc_name,
+	"subject": subject,
+	"resource": resource,
+}
+
+ingest_allowed_for_all(class, subjects, resource) if {
+	every rpc_name in ingest_rpcs_of(class) {
+		every subject in subjects {
+			allowed(decide(ingest_call(rpc_name, subject, resource)))
+		}
+	}
+}
+
+ingest_denied_for_all(class, subjects, resource) if {
+	every rpc_name in ingest_rpcs_of(class) {
+		every subject in subjects {
+			d := decide(ingest_call(rpc_name, subject, resource))
+			d.allow == false
+			count(d.reasons) > 0
+		}
+	}
+}
+
+test_every_ingest_method_has_its_class if {
+	every rpc_name, class in ingest_classes {
+		rpc.permissions[sprintf("/%s/%s", [ingest, rpc_name])] == class
+	}
+	ingest_methods := {method | some method, _ in rpc.permissions; startswith(method, sprintf("/%s/", [ingest]))}
+	count(ingest_methods) == count(ingest_classes)
+}
+
+test_unknown_ingest_method_is_denied if {
+	d := decide(ingest_call("DropTable", admin, counters_of("")))
+	d.reasons == ["method /tdg.ingest.v1.IngestService/DropTable is not governed by any rule"]
+}
+
+# ingest.publish
+
+test_any_authenticated_party_publishes if {
+	# whether it may write to the dataset is tdg.write's decision, per dataset
+	ingest_allowed_for_all("ingest.publish", [sensor_co, sensor_gateway, lyon_intern, admin, {"party": "bare-app"}], {})
+}
+
+test_unauthenticated_caller_cannot_publish if {
+	d := decide(ingest_call("Publish", {"party": "", "org": "sensor-co", "roles": []}, {}))
+	d.reasons == ["unauthenticated caller"]
+}
+
+test_suspended_producer_cannot_publish if {
+	suspended := registry_with({
+		"sensor-gateway": {"kind": "application", "organisation": "sensor-co", "status": "active"},
+		"sensor-co": {"kind": "private-partner", "organisation": "sensor-co", "status": "suspended"},
+	})
+	every subject in [sensor_co, sensor_gateway] {
+		d := rpc.decision with input as ingest_call("Publish", subject, {}) with data.tdg.registry as suspended
+		d.reasons == ["party 'sensor-co' is suspended"]
+	}
+}
+
+# ingest.monitor
+
+test_dataset_monitored_by_admin_and_publishers_officer if {
+	ingest_allowed_for_all("ingest.monitor", [admin, lyon_officer], counters_of(""))
+	ingest_allowed_for_all("ingest.monitor", [admin, lyon_officer], counters_of("sensor-co"))
+}
+
+test_dataset_monitoring_refused_to_others if {
+	ingest_denied_for_all("ingest.monitor", [grenoble_officer, lyon_intern, sensor_co, registrar], counters_of(""))
+	d := decide(ingest_call("Status", grenoble_officer, counters_of("")))
+	d.reasons == ["role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call Status on dataset 'metropole-lyon.bike-counters'"]
+}
+
+test_producer_sees_its_own_delivery_indicators if {
+	# the party itself, or a party of the producing organisation
+	every subject in [sensor_co, sensor_gateway] {
+		allowed(decide(ingest_call("GetDeliveryIndicators", subject, counters_of("sensor-co"))))
+	}
+	allowed(decide(ingest_call("GetDeliveryIndicators", sensor_gateway, counters_of("sensor-gateway"))))
+}
+
+test_producer_does_not_see_others_delivery_indicators if {
+	d := decide(ingest_call("GetDeliveryIndicators", sensor_co, counters_of("air-co")))
+	d.reasons == ["GetDeliveryIndicators on dataset 'metropole-lyon.bike-counters' requires a data-officer of publisher 'metropole-lyon', the producer 'air-co' (or a party of that organisation), or platform-admin"]
+	not decide(ingest_call("GetDeliveryIndicators", sensor_gateway, counters_of("sensor-co-2"))).allow
+}
+
+test_producer_needs_the_producer_named if {
+	# every producer of the dataset: the publisher's side only
+	d := decide(ingest_call("GetDeliveryIndicators", sensor_co, counters_of("")))
+	d.reasons == ["GetDeliveryIndicators on dataset 'metropole-lyon.bike-counters' requires a data-officer of publisher 'metropole-lyon', the producer (none) (or a party of that organisation), or platform-admin"]
+	not decide(ingest_call("GetDeliveryIndicators", {"party": "", "org": "", "roles": []}, counters_of(""))).allow
+}
+
+test_producer_does_not_see_the_dataset_status if {
+	# Status shows the whole dataset, not one producer's delivery
+	d := decide(ingest_call("Status", sensor_co, counters_of("sensor-co")))
+	d.reasons == ["role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call Status on dataset 'metropole-lyon.bike-counters'"]
+}
+
+test_status_of_every_dataset_of_the_officers_organisation if {
+	# Status without a dataset id: the service names the caller's organisation as the publisher
+	allowed(decide(ingest_call("Status", lyon_officer, {"dataset": {"publisher": "metropole-lyon"}})))
+	d := decide(ingest_call("Status", lyon_intern, {"dataset": {"publisher": "metropole-lyon"}}))
+	d.reasons == ["role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call Status on the datasets of 'metropole-lyon'"]
+}
+
+test_status_without_publisher_only_admin if {
+	allowed(decide(ingest_call("Status", admin, {"dataset": {"publisher": ""}})))
+	officer := object.union(lyon_officer, {"org": ""})
+	d := decide(ingest_call("Status", officer, {"dataset": {"publisher": ""}}))
+	d.reasons == ["role data-officer of publisher (none) (or platform-admin) required to call Status on a dataset"]
+	not decide(ingest_call("Status", lyon_officer, {})).allow
+}
+
+test_malformed_ingest_resource_grants_nothing_but_admin if {
+	every resource in [{"dataset": "metropole-lyon"}, {"dataset": {"publisher": 7}}, {"publisher": "metropole-lyon"}] {
+		not decide(ingest_call("ListRejects", lyon_officer, resource)).allow
+		allowed(decide(ingest_call("ListRejects", admin, resource)))
+	}
+	not decide(ingest_call("GetDeliveryIndicators", sensor_co, {"producer": 7})).allow
+}
+
+# ingest.manage
+
+test_rejects_and_tables_managed_by_admin_and_publishers_officer if {
+	ingest_allowed_for_all("ingest.manage", [admin, lyon_officer], counters_of(""))
+}
+
+test_rejects_and_tables_refused_to_others if {
+	# the producer of a reject does not manage the dead-letter topic
+	ingest_denied_for_all("ingest.manage", [grenoble_officer, lyon_intern, sensor_co, registrar, query_service], counters_of("sensor-co"))
+	every rpc_name in ingest_rpcs_of("ingest.manage") {
+		d := decide(ingest_call(rpc_name, sensor_co, counters_of("sensor-co")))
+		d.reasons == [sprintf(
+			"role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call %s on dataset 'metropole-lyon.bike-counters'",
+			[rpc_name],
+		)]
+	}
+}
+
+# Suspension
+
+test_suspended_callers_are_denied_every_ingest_method if {
+	suspended := registry_with({
+		"metropole-lyon": {"kind": "municipality", "organisation": "metropole-lyon", "status": "suspended"},
+		"platform-ops": {"status": "suspended"},
+	})
+	every rpc_name, _ in ingest_classes {
+		every subject in [lyon_officer, admin] {
+			d := rpc.decision with input as ingest_call(rpc_name, subject, counters_of("")) with data.tdg.registry as suspended
+			d.allow == false
+			count({r | some r in d.reasons; startswith(r, "party '")}) == 1
+		}
+	}
+}
+
+test_suspended_producer_does_not_see_its_delivery if {
+	d := rpc.decision with input as ingest_call("GetDeliveryIndicators", sensor_gateway, counters_of("sensor-co"))
+		with data.tdg.registry as registry_with({"sensor-gateway": {"status": "suspended"}})
+	d.reasons == ["party 'sensor-gateway' is suspended"]
 }

@@ -4,7 +4,8 @@
 #   May this party write records to this dataset now. The ingest path posts
 #   {subject: {party, org, roles}, dataset: {id, publisher, status}} to /v1/data/tdg/write/decision.
 #   The publisher writes its own datasets; anyone else needs an active write agreement (of its party
-#   or of its organisation) valid now. See policies/README.md for the contract.
+#   or of its organisation) valid now. The organisation is the registry's when it lists the party
+#   (records from Kafka carry no trustworthy one). See policies/README.md for the contract.
 package tdg.write
 
 import data.tdg.lib.registry
@@ -42,14 +43,26 @@ writer if _ = usable_id
 # Input
 #
 
-authenticated if {
-	is_string(input.subject.party)
-	input.subject.party != ""
-}
+authenticated if subject_party != ""
 
+default subject_party := ""
+
+subject_party := input.subject.party if is_string(input.subject.party)
+
+# The writer's organisation. A record read from Kafka names only its producer's party, and a
+# header could claim any organisation: so the registry's organisation of the party, when the
+# registry lists the party, else the one given (a verified token's), else "".
 default subject_org := ""
 
-subject_org := input.subject.org if is_string(input.subject.org)
+subject_org := org if {
+	org := registry.organisation(subject_party)
+} else := org if {
+	org := input.subject.org
+	is_string(org)
+}
+
+# The writer as the registry lookups see it: its party and the organisation above.
+subject := {"party": subject_party, "org": subject_org}
 
 default dataset_id := ""
 
@@ -65,7 +78,7 @@ dataset_status := input.dataset.status if is_string(input.dataset.status)
 
 default suspended := set()
 
-suspended := registry.suspended_ids(input.subject)
+suspended := registry.suspended_ids(subject)
 
 # The caller's organisation publishes the dataset.
 own_dataset if {
@@ -80,14 +93,14 @@ own_dataset if {
 # The agreement the write would rest on: the smallest id among the write agreements held by the
 # caller's party or organisation on the dataset that are usable now (active, valid now); undefined
 # without one. (Only ids: the agreements stay in the store.)
-usable_id := registry.first_usable(input.subject, dataset_id, "write")
+usable_id := registry.first_usable(subject, dataset_id, "write")
 
 agreement := registry.agreement(usable_id)
 
 # All the write agreements they hold on the dataset (any state): only to say why none is usable.
 default held_ids := set()
 
-held_ids := registry.held_ids(input.subject, dataset_id, "write")
+held_ids := registry.held_ids(subject, dataset_id, "write")
 
 # The agreement named in the answer: none for the publisher or on deny.
 default agreement_id := ""
@@ -128,7 +141,7 @@ problems contains sprintf("dataset '%s' is not published (status '%s')", [datase
 	not dataset_status in {"published", "deprecated"}
 }
 
-problems contains registry.missing(input.subject, dataset_id, "write") if {
+problems contains registry.missing(subject, dataset_id, "write") if {
 	authenticated
 	dataset_id != ""
 	not own_dataset

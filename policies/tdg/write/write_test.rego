@@ -150,6 +150,67 @@ test_agreement_without_commitments_gives_empty_commitments if {
 }
 
 #
+# The organisation comes from the registry (records from Kafka name only their producer)
+#
+
+test_application_without_org_writes_under_its_organisations_agreement if {
+	every subject in [{"party": "sensor-gateway"}, {"party": "sensor-gateway", "org": ""}] {
+		d := decide(subject, air_quality, one_agreement)
+		d == {"allow": true, "reasons": [], "agreement_id": "agr-w1", "commitments": commitments}
+	}
+}
+
+test_publishers_party_without_org_writes_as_the_publisher if {
+	registry := object.union(bundle({}), {"parties": {"lyon-loader": {"kind": "application", "organisation": "metropole-lyon", "status": "active"}}})
+	d := decide({"party": "lyon-loader"}, air_quality, registry)
+	d == {"allow": true, "reasons": [], "agreement_id": "", "commitments": {}}
+}
+
+test_spoofed_org_does_not_make_a_partner_the_publisher if {
+	spoofed := {"party": "sensor-gateway", "org": "metropole-lyon", "roles": []}
+	d := decide(spoofed, air_quality, bundle({}))
+	denied(d)
+	d.reasons == ["no write agreement for dataset 'metropole-lyon.air-quality' held by 'sensor-co' or 'sensor-gateway'"]
+}
+
+test_spoofed_org_still_writes_under_the_registered_organisations_agreement if {
+	spoofed := {"party": "sensor-gateway", "org": "other-co", "roles": []}
+	registry := bundle({
+		"agr-w1": write_agreement("sensor-co", {}),
+		"agr-0": write_agreement("other-co", {}),
+	})
+	decide(spoofed, air_quality, registry).agreement_id == "agr-w1"
+}
+
+test_spoofed_org_does_not_escape_the_organisations_suspension if {
+	registry := object.union(one_agreement, {"parties": {"sensor-co": {"status": "suspended"}}})
+	d := decide({"party": "sensor-gateway", "org": "other-co"}, air_quality, registry)
+	d.reasons == ["party 'sensor-co' is suspended"]
+}
+
+test_party_listed_without_organisation_has_none if {
+	# the registry knows the party: the org given beside it is still not believed
+	registry := object.union(bundle({}), {"parties": {"loose-app": {"kind": "application", "status": "active"}}})
+	d := decide({"party": "loose-app", "org": "metropole-lyon"}, air_quality, registry)
+	d.reasons == ["no write agreement for dataset 'metropole-lyon.air-quality' held by 'loose-app'"]
+}
+
+test_unknown_party_without_org_has_only_its_own_agreements if {
+	rogue := {"party": "rogue-app"}
+	d := decide(rogue, air_quality, one_agreement)
+	denied(d)
+	d.reasons == ["no write agreement for dataset 'metropole-lyon.air-quality' held by 'rogue-app'"]
+	own := bundle({"agr-w1": write_agreement("sensor-co", {}), "agr-w7": write_agreement("rogue-app", {})})
+	decide(rogue, air_quality, own).agreement_id == "agr-w7"
+}
+
+test_unknown_party_keeps_the_org_of_its_token if {
+	# the gRPC path: the organisation comes from a verified token, and the registry lacks the party
+	d := decide({"party": "sensor-bridge", "org": "sensor-co"}, air_quality, one_agreement)
+	d.agreement_id == "agr-w1"
+}
+
+#
 # Denied
 #
 

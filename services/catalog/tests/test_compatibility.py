@@ -171,3 +171,20 @@ def test_every_problem_is_listed_once() -> None:
         "column 'owner' sensitivity lowered from personal to internal",
         "column 'lane_count' added as non-nullable",
     ]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"minimum": 0.0},  # a range set where there was none
+        {"minimum": 0.0, "maximum": 50.0},  # narrowed
+        {"maximum": 1e6},  # widened
+    ],
+)
+def test_setting_or_changing_a_range_is_compatible(changes: dict[str, float]) -> None:
+    assert incompatibilities(V1, _replace_column("speed", **changes)) == []
+
+
+def test_dropping_a_range_is_compatible() -> None:
+    ranged = _replace_column("count", minimum=0.0)
+    assert incompatibilities(ranged, V1) == []

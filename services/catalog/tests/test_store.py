@@ -93,6 +93,28 @@ async def test_register_then_get_each_version(catalog: Catalog) -> None:
         await catalog.get(dataset_id, 3, EVERYONE)
 
 
+async def test_value_ranges_are_kept_per_version(catalog: Catalog) -> None:
+    dataset_id = _id()
+    ranged = Schema(
+        columns=(
+            *SCHEMA.columns[:2],
+            Column("intensity", "int32", nullable=False, minimum=0.0, maximum=10_000.0),
+        ),
+        event_time_column="date_observed",
+    )
+    await catalog.register(dataset_id, _metadata("Compteurs vélo"), ranged)
+    # Changing a range is a compatible evolution; each version keeps its own.
+    no_maximum = Schema(
+        columns=(*SCHEMA.columns[:2], Column("intensity", "int32", nullable=False, minimum=0.0)),
+        event_time_column="date_observed",
+    )
+    await catalog.evolve_schema(dataset_id, no_maximum, expected_version=1)
+    v1 = (await catalog.get(dataset_id, 1, EVERYONE)).schema.column("intensity")
+    v2 = (await catalog.get(dataset_id, 0, EVERYONE)).schema.column("intensity")
+    assert v1 is not None and (v1.minimum, v1.maximum) == (0.0, 10_000.0)
+    assert v2 is not None and (v2.minimum, v2.maximum) == (0.0, None)
+
+
 async def test_duplicate_registration_is_refused(catalog: Catalog) -> None:
     dataset_id = _id()
     await catalog.register(dataset_id, _metadata("Compteurs vélo"), SCHEMA)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 from tdg_catalog.model import Column, Schema, Sensitivity
-from tdg_catalog.types import parse_type, to_arrow_schema
+from tdg_catalog.types import to_arrow_schema
+from tdg_core.column_types import parse_type
 
 
 @pytest.mark.parametrize(
@@ -123,3 +124,25 @@ def test_arrow_schema_keeps_names_types_nullability_and_classification() -> None
 def test_arrow_schema_of_an_invalid_type_fails() -> None:
     with pytest.raises(ValueError):
         to_arrow_schema(Schema(columns=(Column("x", "varchar"),)))
+
+
+def test_arrow_schema_carries_value_ranges_as_text() -> None:
+    schema = Schema(
+        columns=(
+            Column("filling_level", "float32", minimum=0.0, maximum=1.0),
+            Column("intensity", "int32", minimum=0.0),
+            Column("status", "string"),
+        )
+    )
+    arrow = to_arrow_schema(schema)
+    filling = arrow.field("filling_level").metadata
+    assert (float(filling[b"minimum"]), float(filling[b"maximum"])) == (0.0, 1.0)
+    assert float(arrow.field("intensity").metadata[b"minimum"]) == 0.0
+    assert b"maximum" not in arrow.field("intensity").metadata
+    assert b"minimum" not in arrow.field("status").metadata
+
+
+def test_arrow_range_metadata_reads_back_exactly() -> None:
+    bound = 0.1 + 0.2  # not representable in few digits
+    arrow = to_arrow_schema(Schema(columns=(Column("x", "float64", maximum=bound),)))
+    assert float(arrow.field("x").metadata[b"maximum"]) == bound

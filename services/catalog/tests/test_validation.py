@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -385,3 +386,71 @@ def test_every_example_dataset_passes_the_catalog_rules(path: Path) -> None:
         request.id, metadata_from_pb(request.metadata), schema_from_pb(request.schema)
     )
     assert publisher == "metropole-lyon"
+
+
+# --- value ranges ---------------------------------------------------------------------------
+
+
+def _ranged(type_: str, minimum: float | None = None, maximum: float | None = None) -> Schema:
+    return _columns(*SCHEMA.columns, Column("x", type_, minimum=minimum, maximum=maximum))
+
+
+def _range_refusal(type_: str, minimum: float | None, maximum: float | None) -> InvalidArgument:
+    return _refusal(validate_schema, _ranged(type_, minimum, maximum), AccessLevel.OPEN)
+
+
+@pytest.mark.parametrize(
+    ("type_", "minimum", "maximum"),
+    [
+        ("int32", 0, None),  # a count
+        ("float64", 0, 100),  # a percentage
+        ("decimal(10,3)", -0.5, 1e6),
+        ("float32", None, -40),
+        ("string", 5, 5),  # an INSEE code has 5 characters
+        ("list<string>", 1, None),
+        ("date", 1_420_070_400, None),  # from 2015-01-01
+        ("timestamp", -86_400.5, 4_102_444_800),
+        ("int64", 7, 7),
+    ],
+)
+def test_a_range_is_accepted_on_numbers_lengths_and_instants(
+    type_: str, minimum: float | None, maximum: float | None
+) -> None:
+    validate_schema(_ranged(type_, minimum, maximum), AccessLevel.OPEN)
+
+
+@pytest.mark.parametrize("side", ["minimum", "maximum"])
+def test_a_bool_column_takes_no_range(side: str) -> None:
+    flag = Column("renovation_done", "bool", **{side: 1})  # type: ignore[arg-type]
+    error = _refusal(validate_schema, _columns(*SCHEMA.columns[:2], flag), AccessLevel.OPEN)
+    assert error.field == f"schema.columns[2].{side}"
+    assert "bool" in error.problem
+
+
+def test_a_minimum_above_the_maximum_names_the_maximum() -> None:
+    error = _range_refusal("float64", 100, 0)
+    assert error.field == "schema.columns[4].maximum"
+    assert "0 is below the minimum 100" in error.problem
+
+
+@pytest.mark.parametrize("bound", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("side", ["minimum", "maximum"])
+def test_a_bound_must_be_a_finite_number(bound: float, side: str) -> None:
+    schema = _ranged("float64", **{side: bound})
+    error = _refusal(validate_schema, schema, AccessLevel.OPEN)
+    assert error.field == f"schema.columns[4].{side}"
+    assert "finite" in error.problem
+
+
+@pytest.mark.parametrize("type_", ["string", "list<int32>"])
+@pytest.mark.parametrize(("minimum", "maximum"), [(-1, None), (None, 2.5), (0.5, 3)])
+def test_a_length_is_a_whole_number_not_below_zero(
+    type_: str, minimum: float | None, maximum: float | None
+) -> None:
+    error = _range_refusal(type_, minimum, maximum)
+    assert error.field == f"schema.columns[4].{'minimum' if minimum is not None else 'maximum'}"
+    assert "length" in error.problem
+
+
+def test_a_range_on_an_invalid_type_reports_the_type() -> None:
+    assert _schema_field(_ranged("varchar", 0, 1)) == "schema.columns[4].type"

@@ -67,6 +67,23 @@ default_min_group_size := settings.default_min_group_size if {
 #
 
 # METADATA
+# description: |
+#   The organisation the registry lists for party `id` (an organisation's is its own id); ""
+#   when the registry lists the party with none; undefined when it does not list the party.
+organisation(id) := org if {
+	is_string(id)
+	id != ""
+	listed_party := data.tdg.registry.parties[id]
+	is_object(listed_party)
+	org := object.get(listed_party, "organisation", "")
+	is_string(org)
+} else := "" if {
+	is_string(id)
+	id != ""
+	is_object(data.tdg.registry.parties[id])
+}
+
+# METADATA
 # description: true when `id` names a party (or organisation) whose status is `suspended`.
 suspended(id) if {
 	is_string(id)

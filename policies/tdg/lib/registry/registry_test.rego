@@ -82,6 +82,16 @@ test_suspended_ids if {
 	registry.suspended_ids(app) == set()
 }
 
+test_organisation if {
+	registry.organisation("app") == "org" with data.tdg.registry as bundle
+	registry.organisation("org") == "org" with data.tdg.registry as bundle
+	registry.organisation("bare") == "" with data.tdg.registry as {"parties": {"bare": {"status": "active"}}}
+	registry.organisation("odd") == "" with data.tdg.registry as {"parties": {"odd": {"organisation": 7}}}
+	not registry.organisation("nobody") with data.tdg.registry as bundle
+	not registry.organisation("") with data.tdg.registry as {"parties": {"": {"organisation": "org"}}}
+	not registry.organisation("app")
+}
+
 test_consumers if {
 	registry.consumers(app) == {"app", "org"}
 	registry.consumers({"party": "app", "org": ""}) == {"app"}

@@ -48,6 +48,8 @@ def schema_to_dict(s: Schema) -> dict[str, Any]:
                 "description": c.description,
                 "unit": c.unit,
                 "sensitivity": c.sensitivity.value,
+                "minimum": c.minimum,
+                "maximum": c.maximum,
             }
             for c in s.columns
         ],
@@ -67,6 +69,9 @@ def schema_from_dict(d: dict[str, Any], version: int, created_at: datetime | Non
                 description=c["description"],
                 unit=c["unit"],
                 sensitivity=Sensitivity(c["sensitivity"]),
+                # Schemas stored before ranges existed have no such keys: unbounded.
+                minimum=c.get("minimum"),
+                maximum=c.get("maximum"),
             )
             for c in d["columns"]
         ),

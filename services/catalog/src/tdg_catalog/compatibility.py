@@ -3,8 +3,9 @@
 A new schema version must read every record written under the old one, and consumers built
 on the old one must keep working. Allowed: add a nullable column, widen int32 to int64 or
 float32 to float64 (also inside lists), make a column nullable, edit a description or a
-unit, raise a column's sensitivity, reorder columns (records are matched by name), and name
-a subject column where there was none (it only adds protection). Everything else is listed.
+unit, raise a column's sensitivity, reorder columns (records are matched by name), name
+a subject column where there was none (it only adds protection), and set, change or drop a
+column's value range. Everything else is listed.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ def incompatibilities(old: Schema, new: Schema) -> list[str]:
 
 
 def _column_changes(before: Column, after: Column) -> list[str]:
+    # Not compared: minimum and maximum. A range is a check on what ingest accepts from now on,
+    # not part of how values are stored or decoded, so readers of earlier records are unaffected
+    # even when a narrower range would have rejected some of them; a writer's out-of-range
+    # records go to the dead-letter topic with the reason, which is what the range is for.
     problems = []
     old_type, new_type = before.type.strip(), after.type.strip()
     if not widens(old_type, new_type):

@@ -90,6 +90,9 @@ def schema_from_pb(s: pb.Schema, field: str = "schema") -> Schema:
                 unit=c.unit,
                 # Unset sensitivity means public: the publisher states what is not.
                 sensitivity=SENSITIVITY_FROM_PB.get(c.sensitivity, Sensitivity.PUBLIC),
+                # proto3 `optional`: presence, not zero, tells a bound of 0 from no bound.
+                minimum=c.minimum if c.HasField("minimum") else None,
+                maximum=c.maximum if c.HasField("maximum") else None,
             )
         )
     return Schema(
@@ -126,6 +129,8 @@ def schema_to_pb(s: Schema) -> pb.Schema:
                 description=c.description,
                 unit=c.unit,
                 sensitivity=SENSITIVITY_TO_PB[c.sensitivity],
+                minimum=c.minimum,  # None leaves the field unset
+                maximum=c.maximum,
             )
             for c in s.columns
         ],

@@ -34,6 +34,10 @@ class Column:
     description: str = ""
     unit: str = ""
     sensitivity: Sensitivity = Sensitivity.PUBLIC
+    # Declared range checked on ingestion (numbers: the value; strings and lists: the length;
+    # dates and timestamps: epoch seconds); None is unbounded.
+    minimum: float | None = None
+    maximum: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,14 +6,17 @@ Every problem is an `InvalidArgument` whose field is the path of the offending p
 
 from __future__ import annotations
 
+import math
 import re
+from typing import Literal
 from urllib.parse import urlsplit
 
+import pyarrow as pa
+from tdg_core.column_types import is_temporal, parse_type
 from tdg_core.errors import InvalidArgument
 from tdg_core.identifiers import check_territory_codes, parse_dataset_id
 
-from tdg_catalog.model import AccessLevel, Metadata, Schema, Sensitivity
-from tdg_catalog.types import is_temporal, parse_type
+from tdg_catalog.model import AccessLevel, Column, Metadata, Schema, Sensitivity
 
 # The EU data theme vocabulary (http://publications.europa.eu/resource/authority/data-theme).
 THEMES = frozenset(
@@ -168,9 +171,10 @@ def validate_schema(s: Schema, access_level: AccessLevel, field_prefix: str = "s
             )
         positions[column.name] = i
         try:
-            parse_type(column.type)
+            arrow_type = parse_type(column.type)
         except ValueError as exc:
             raise InvalidArgument(f"{field}.type", str(exc)) from None
+        _check_range(field, column, arrow_type)
         _max_length(f"{field}.description", column.description, MAX_COLUMN_DESCRIPTION)
         _max_length(f"{field}.unit", column.unit, MAX_UNIT)
         try:
@@ -182,6 +186,52 @@ def validate_schema(s: Schema, access_level: AccessLevel, field_prefix: str = "s
     _check_event_time(s, p)
     _check_keys(s, p)
     _check_subject(s, access_level, p)
+
+
+RangeKind = Literal["value", "length", "epoch seconds"]
+
+
+def _range_kind(t: pa.DataType) -> RangeKind | None:
+    """What a column's range bounds, as the proto says; None where a range means nothing."""
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "value"
+    if pa.types.is_string(t) or pa.types.is_list(t):
+        return "length"
+    if pa.types.is_date(t) or pa.types.is_timestamp(t):
+        return "epoch seconds"
+    return None  # bool: two values, nothing to bound
+
+
+def _check_range(field: str, column: Column, arrow_type: pa.DataType) -> None:
+    kind = _range_kind(arrow_type)
+    for name, bound in (("minimum", column.minimum), ("maximum", column.maximum)):
+        if bound is None:
+            continue
+        if kind is None:
+            raise InvalidArgument(
+                f"{field}.{name}",
+                f"a {column.type} column takes no range; ranges bound numbers, the length of "
+                "strings and lists, and dates and timestamps",
+            )
+        if not math.isfinite(bound):
+            raise InvalidArgument(f"{field}.{name}", f"must be a finite number, got {bound}")
+        if kind == "length" and (bound < 0 or not float(bound).is_integer()):
+            raise InvalidArgument(
+                f"{field}.{name}",
+                f"bounds the length of a {column.type}: a whole number 0 or more, "
+                f"got {_number(bound)}",
+            )
+    low, high = column.minimum, column.maximum
+    if low is not None and high is not None and low > high:
+        raise InvalidArgument(
+            f"{field}.maximum", f"{_number(high)} is below the minimum {_number(low)}"
+        )
+
+
+def _number(value: float) -> str:
+    # 100 rather than 100.0 in messages; repr keeps every digit of the others.
+    value = float(value)  # an int is a float to mypy, but has no is_integer() before 3.12
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
 
 
 def _check_event_time(s: Schema, p: str) -> None:

@@ -1,5 +1,6 @@
-"""Wires the consent service: database (migrated), the catalog follower, the outbox relay, the
-OPA bundle server, the agreement expiry sweep and the gRPC server."""
+"""Wires the consent service: database (migrated), the followers of the catalog's and the ingest
+service's events, the outbox relay, the OPA bundle server, the agreement expiry sweep and the gRPC
+server."""
 
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ from tdg_consent.bundle_server import BundleServer, BundleSource
 from tdg_consent.changes import Changes
 from tdg_consent.consents import Consents
 from tdg_consent.datasets import DatasetDirectory
+from tdg_consent.erasure_progress import apply_ingest_event
 from tdg_consent.erasures import Erasures
+from tdg_consent.follower import TopicFollower
 from tdg_consent.parties import Parties
 from tdg_consent.servicer import SERVICE_NAME, ConsentServicer, ResourceFinder
-from tdg_consent.settings import CATALOG_EVENTS_TOPIC, EVENTS_TOPIC, ConsentSettings
+from tdg_consent.settings import (
+    CATALOG_EVENTS_TOPIC,
+    EVENTS_TOPIC,
+    INGEST_EVENTS_TOPIC,
+    ConsentSettings,
+)
 from tdg_consent.store import outbox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,6 +51,8 @@ class ConsentApp:
     producer: EventProducer
     policy: PolicyClient
     datasets: DatasetDirectory
+    # Erasure progress reported by the ingest service.
+    ingest_events: TopicFollower
     access: Access
     bundle_source: BundleSource
     bundle_server: BundleServer
@@ -53,6 +63,7 @@ class ConsentApp:
         await self.bundle_server.start()
         self.bundle_source.start()
         self.datasets.start()
+        self.ingest_events.start()
         self.outbox.start()
         self.access.start_expiry(self.expiry_sweep_s)
 
@@ -64,6 +75,7 @@ class ConsentApp:
     async def close(self) -> None:
         await self.access.stop()
         await self.datasets.stop()
+        await self.ingest_events.stop()
         await self.bundle_source.stop()
         await self.bundle_server.stop()
         await self.outbox.stop()
@@ -92,6 +104,9 @@ async def build_app(settings: ConsentSettings) -> ConsentApp:
     changes = Changes(engine, relay, bundle_source.mark_dirty)
     datasets = DatasetDirectory(
         engine, settings.kafka_bootstrap, CATALOG_EVENTS_TOPIC, settings.consent_catalog_catch_up_s
+    )
+    ingest_events = TopicFollower(
+        engine, settings.kafka_bootstrap, INGEST_EVENTS_TOPIC, apply_ingest_event
     )
     parties = Parties(changes)
     access = Access(changes, datasets, settings.consent_purposes)
@@ -126,6 +141,7 @@ async def build_app(settings: ConsentSettings) -> ConsentApp:
         producer,
         policy,
         datasets,
+        ingest_events,
         access,
         bundle_source,
         bundle_server,

@@ -7,6 +7,8 @@ from tdg_core.settings import ServiceSettings
 
 EVENTS_TOPIC = "tdg.consent.events"
 CATALOG_EVENTS_TOPIC = "tdg.catalog.events"
+# Where the ingest service reports erasures carried out.
+INGEST_EVENTS_TOPIC = "tdg.ingest.events"
 
 # The territory's controlled vocabulary of purposes (configurable: TDG_CONSENT_PURPOSES as JSON).
 DEFAULT_PURPOSES = {

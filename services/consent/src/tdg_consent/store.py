@@ -182,7 +182,8 @@ erasures = Table(
     Column("failure", Text, nullable=False),
 )
 
-# Where the catalog follower is in each partition, written with what it applied.
+# Where each topic follower (tdg_consent.follower) is in each partition, written with what it
+# applied.
 consumed_offsets = Table(
     "consumed_offsets",
     metadata_obj,
@@ -748,6 +749,30 @@ async def insert_erasure(conn: AsyncConnection, e: Erasure) -> None:
             requested_at=e.requested_at,
             completed_at=e.completed_at,
             datasets=erasures_to_list(e.datasets),
+            failure=e.failure,
+        )
+    )
+
+
+async def find_erasure(
+    conn: AsyncConnection, erasure_id: str, for_update: bool = False
+) -> Erasure | None:
+    query = select(erasures).where(erasures.c.id == erasure_id)
+    if for_update and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    return _erasure_of(row) if row else None
+
+
+async def save_erasure_progress(conn: AsyncConnection, e: Erasure) -> None:
+    """Store what the ingest service reported: state, datasets done, completion, failure."""
+    await conn.execute(
+        update(erasures)
+        .where(erasures.c.id == e.id)
+        .values(
+            state=e.state.value,
+            datasets=erasures_to_list(e.datasets),
+            completed_at=e.completed_at,
             failure=e.failure,
         )
     )

@@ -90,6 +90,8 @@ class Column(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     UNIT_FIELD_NUMBER: _builtins.int
     SENSITIVITY_FIELD_NUMBER: _builtins.int
+    MINIMUM_FIELD_NUMBER: _builtins.int
+    MAXIMUM_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     type: _builtins.str
     """Arrow type: string, bool, int32, int64, float32, float64, decimal(P,S), date, timestamp
@@ -99,6 +101,11 @@ class Column(_message.Message):
     description: _builtins.str
     unit: _builtins.str
     sensitivity: Global___Sensitivity.ValueType
+    minimum: _builtins.float
+    """Declared value range, checked on ingestion: for numbers the value, for strings and lists
+    their length, for dates and timestamps epoch seconds. Unset means unbounded.
+    """
+    maximum: _builtins.float
     def __init__(
         self,
         *,
@@ -108,12 +115,21 @@ class Column(_message.Message):
         description: _builtins.str = ...,
         unit: _builtins.str = ...,
         sensitivity: Global___Sensitivity.ValueType = ...,
+        minimum: _builtins.float | None = ...,
+        maximum: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_maximum", b"_maximum", "_minimum", b"_minimum", "maximum", b"maximum", "minimum", b"minimum"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "nullable", b"nullable", "sensitivity", b"sensitivity", "type", b"type", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_maximum", b"_maximum", "_minimum", b"_minimum", "description", b"description", "maximum", b"maximum", "minimum", b"minimum", "name", b"name", "nullable", b"nullable", "sensitivity", b"sensitivity", "type", b"type", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__maximum: _TypeAlias = _typing.Literal["maximum"]  # noqa: Y015
+    _WhichOneofArgType__maximum: _TypeAlias = _typing.Literal["_maximum", b"_maximum"]  # noqa: Y015
+    _WhichOneofReturnType__minimum: _TypeAlias = _typing.Literal["minimum"]  # noqa: Y015
+    _WhichOneofArgType__minimum: _TypeAlias = _typing.Literal["_minimum", b"_minimum"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__maximum) -> _WhichOneofReturnType__maximum | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__minimum) -> _WhichOneofReturnType__minimum | None: ...
 
 Global___Column: _TypeAlias = Column  # noqa: Y015
 

@@ -1,0 +1,1 @@
+"""tdg ingest service."""

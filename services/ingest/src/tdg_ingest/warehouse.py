@@ -1,0 +1,337 @@
+"""The datasets' Apache Iceberg tables: creation and evolution, exactly-once batch commits,
+row-level erasure and figures for the indicators.
+
+Exactly once rests on one rule: the Kafka offsets a batch ends at are written in the summary of
+the very snapshot that holds its rows (`OFFSETS_PROPERTY`), and a batch is committed only if the
+table's offsets are still those it started from. The commit is conditional on the snapshot read
+(pyiceberg asserts the branch head; the SQL catalog swaps the metadata location atomically), so
+two writers of the same partitions cannot both succeed.
+
+pyiceberg (0.12) would retry a failed snapshot commit by rebasing it on the new head while keeping
+its summary: stale offsets over newer data. Every table is therefore set to
+`commit.retry.num-retries = 0` and each method here re-reads and re-checks itself on a conflict.
+
+Every method blocks; the worker calls them through `asyncio.to_thread`. An instance holds no
+mutable state besides its catalog, so threads may use it at once (conflicts on one table are
+resolved by the catalog, as between processes).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import structlog
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
+from pyiceberg.expressions import EqualTo
+from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+from pyiceberg.manifest import DataFile
+from pyiceberg.table import Table, TableProperties
+from pyiceberg.table.snapshots import ancestors_of
+from pyiceberg.transforms import DayTransform
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from tdg_core.identifiers import parse_dataset_id
+
+from tdg_ingest.schema import TableSchema
+
+log = structlog.get_logger("tdg.ingest.warehouse")
+
+OFFSETS_PROPERTY = "tdg.ingest.offsets"
+# Commits retried on a conflict before giving up (the caller's own retry takes over then).
+COMMIT_ATTEMPTS = 5
+
+TABLE_PROPERTIES = {
+    TableProperties.COMMIT_NUM_RETRIES: "0",
+    # A commit per batch makes many metadata files; keep the last hundred only.
+    TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
+}
+
+# Async drivers other services use in the same kind of URL; pyiceberg's catalog is synchronous.
+_SYNC_DRIVERS = {"postgresql+asyncpg": "postgresql+psycopg2", "sqlite+aiosqlite": "sqlite"}
+
+
+class StaleOffsets(Exception):
+    """Someone else (another replica, a zombie) committed these offsets first; `committed` is
+    what the table holds now, where the caller should resume."""
+
+    def __init__(self, dataset_id: str, committed: dict[int, int], start: dict[int, int]) -> None:
+        self.dataset_id = dataset_id
+        self.committed = committed
+        super().__init__(
+            f"{dataset_id}: batch starts at {_show(start)} but the table is at {_show(committed)}"
+        )
+
+
+@dataclass(frozen=True)
+class TableStats:
+    snapshot_id: int  # 0 before the first commit
+    total_records: int
+    last_commit: datetime | None  # UTC
+    schema_id: int
+    fields: tuple[str, ...]
+
+
+class Warehouse:
+    def __init__(self, properties: dict[str, str]) -> None:
+        props = dict(properties)
+        if "uri" in props:
+            props["uri"] = _sync_url(props["uri"])
+            _make_sqlite_dir(props["uri"])
+        if "warehouse" in props:
+            _make_local_dir(props["warehouse"])
+        self.catalog: Catalog = load_catalog("tdg", **props)
+
+    @staticmethod
+    def identifier(dataset_id: str) -> tuple[str, str]:
+        """(publisher namespace, table name); the id is checked first since it names a path."""
+        return parse_dataset_id(dataset_id, "dataset_id")
+
+    # --- tables ---------------------------------------------------------------------------
+
+    def ensure_table(self, schema: TableSchema) -> None:
+        """Create the table (partitioned by day of event time) or evolve it to `schema`."""
+        ident = self.identifier(schema.dataset_id)
+        try:
+            self.catalog.create_namespace_if_not_exists(ident[0])
+        except IntegrityError:
+            pass  # created by another process between its existence check and its insert
+        for _ in range(COMMIT_ATTEMPTS):
+            try:
+                table = self.catalog.load_table(ident)
+            except NoSuchTableError:
+                try:
+                    self._create(ident, schema)
+                    return
+                except (TableAlreadyExistsError, CommitFailedException):
+                    continue  # lost the race (either way the catalog says it): evolve the winner's
+            try:
+                _evolve(table, schema.arrow_schema())
+                return
+            except CommitFailedException:
+                continue  # evolved meanwhile by another replica: look again
+        raise CommitFailedException(f"{ident}: {COMMIT_ATTEMPTS} conflicts while provisioning")
+
+    def _create(self, ident: tuple[str, str], schema: TableSchema) -> None:
+        tx = self.catalog.create_table_transaction(
+            ident, schema=schema.arrow_schema(), properties=dict(TABLE_PROPERTIES)
+        )
+        if schema.event_time_column:
+            with tx.update_spec() as spec:
+                spec.add_field(
+                    schema.event_time_column, DayTransform(), f"{schema.event_time_column}_day"
+                )
+        tx.commit_transaction()
+        log.info("table created", table=".".join(ident))
+
+    def load(self, dataset_id: str) -> Table:
+        return self.catalog.load_table(self.identifier(dataset_id))
+
+    def load_for_write(self, dataset_id: str) -> Table:
+        """The table, made sure first that pyiceberg will not rebase a conflicting commit
+        (a table created elsewhere may lack the property)."""
+        table = self.load(dataset_id)
+        if table.properties.get(TableProperties.COMMIT_NUM_RETRIES) != "0":
+            try:
+                with table.transaction() as tx:
+                    tx.set_properties(dict(TABLE_PROPERTIES))
+            except CommitFailedException:
+                table = self.load(dataset_id)
+                if table.properties.get(TableProperties.COMMIT_NUM_RETRIES) != "0":
+                    raise
+        return table
+
+    # --- offsets and batches --------------------------------------------------------------
+
+    def committed_offsets(self, dataset_id: str, topic: str) -> dict[int, int]:
+        """Next offset per partition of `topic`, as of the table's current snapshot."""
+        return offsets_in(self.load(dataset_id), topic)
+
+    def commit_batch(
+        self,
+        dataset_id: str,
+        topic: str,
+        data: pa.Table,
+        start: dict[int, int],
+        end: dict[int, int],
+        properties: dict[str, str],
+    ) -> int:
+        """Append `data` (possibly empty) in one snapshot carrying the offsets advanced to `end`;
+        StaleOffsets when the table is not at `start`. Returns the new snapshot id."""
+        table = self.load_for_write(dataset_id)
+        _check_pyarrow_schema_compatible(
+            table.schema(), data.schema, format_version=table.metadata.format_version
+        )
+        files: list[DataFile] | None = None
+        try:
+            for attempt in range(COMMIT_ATTEMPTS):
+                if attempt:
+                    table = self.load(dataset_id)
+                committed = offsets_in(table, topic)
+                _check_start(dataset_id, committed, start)
+                if files is None:  # written once, committed by whichever attempt succeeds
+                    files = write_data_files(table, data)
+                summary = {
+                    **properties,
+                    OFFSETS_PROPERTY: encode_offsets(topic, {**committed, **end}),
+                }
+                tx = table.transaction()
+                with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
+                try:
+                    tx.commit_transaction()
+                except CommitFailedException:
+                    log.info("commit conflict, re-checking offsets", dataset=dataset_id)
+                    continue
+                return int(append.snapshot_id)
+            raise CommitFailedException(
+                f"{dataset_id}: {COMMIT_ATTEMPTS} commit conflicts in a row"
+            )
+        except (StaleOffsets, CommitFailedException):
+            # Every attempt was refused by the catalog, so no snapshot holds these files.
+            for data_file in files or ():
+                table.io.delete(data_file.file_path)
+            raise
+
+    # --- erasure --------------------------------------------------------------------------
+
+    def delete_rows(self, dataset_id: str, column: str, value: str) -> tuple[int, int]:
+        """Delete the rows whose `column` equals `value`: (snapshot id or 0, rows deleted)."""
+        # pydantic's mypy plugin misreads the constructor pyiceberg overrides.
+        predicate = EqualTo(column, value)  # type: ignore[call-arg,misc]
+        for _ in range(COMMIT_ATTEMPTS):
+            table = self.load_for_write(dataset_id)
+            # Counted on the snapshot the delete is conditional on, so the count is exact.
+            rows = table.scan(row_filter=predicate, selected_fields=(column,)).count()
+            if rows == 0:
+                return 0, 0
+            tx = table.transaction()
+            tx.delete(predicate, snapshot_properties=carried_offsets(table))
+            try:
+                tx.commit_transaction()
+            except CommitFailedException:
+                log.info("delete conflict, retrying", dataset=dataset_id)
+                continue
+            snapshot = table.current_snapshot()
+            assert snapshot is not None  # a delete that removed rows made one
+            return snapshot.snapshot_id, rows
+        raise CommitFailedException(f"{dataset_id}: {COMMIT_ATTEMPTS} commit conflicts in a row")
+
+    # --- figures --------------------------------------------------------------------------
+
+    def stats(self, dataset_id: str) -> TableStats:
+        table = self.load(dataset_id)
+        schema = table.schema()
+        fields = tuple(f.name for f in schema.fields)
+        snapshot = table.current_snapshot()
+        if snapshot is None:
+            return TableStats(0, 0, None, schema.schema_id, fields)
+        total = snapshot.summary.get("total-records") if snapshot.summary else None
+        return TableStats(
+            snapshot_id=snapshot.snapshot_id,
+            total_records=int(total or 0),
+            last_commit=datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=UTC),
+            schema_id=schema.schema_id,
+            fields=fields,
+        )
+
+
+# --- helpers shared with maintenance --------------------------------------------------------
+
+
+def write_data_files(table: Table, data: pa.Table) -> list[DataFile]:
+    """Parquet files of `data` laid out by the table's partition spec, not yet committed."""
+    if data.num_rows == 0:
+        return []
+    return list(
+        _dataframe_to_data_files(
+            table_metadata=table.metadata, df=data, io=table.io, write_uuid=uuid.uuid4()
+        )
+    )
+
+
+def encode_offsets(topic: str, offsets: dict[int, int]) -> str:
+    partitions = {str(p): o for p, o in sorted(offsets.items())}
+    return json.dumps({"topic": topic, "partitions": partitions}, separators=(",", ":"))
+
+
+def offsets_in(table: Table, topic: str) -> dict[int, int]:
+    """The offsets of `topic` in the newest ancestor of the current snapshot carrying any."""
+    for summary in _offset_summaries(table):
+        decoded = json.loads(summary)
+        if decoded.get("topic") == topic:
+            return {int(p): int(o) for p, o in decoded.get("partitions", {}).items()}
+    return {}
+
+
+def carried_offsets(table: Table) -> dict[str, str]:
+    """Snapshot properties that carry the current offsets into a snapshot made by something
+    other than a batch (a delete, a compaction), so that it is the newest to hold them."""
+    for summary in _offset_summaries(table):
+        return {OFFSETS_PROPERTY: summary}
+    return {}
+
+
+def _offset_summaries(table: Table) -> Iterable[str]:
+    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
+        value = snapshot.summary.get(OFFSETS_PROPERTY) if snapshot.summary else None
+        if value:
+            yield value
+
+
+def _check_start(dataset_id: str, committed: dict[int, int], start: dict[int, int]) -> None:
+    # A partition the table has no offset for yet is accepted from wherever the batch began.
+    if any(p in committed and committed[p] != s for p, s in start.items()):
+        raise StaleOffsets(dataset_id, committed, start)
+
+
+def _evolve(table: Table, target: pa.Schema) -> None:
+    """Add the new columns (always nullable: old files have none), widen int32/float32, make
+    columns nullable, and relax required columns the schema no longer has."""
+    current = table.schema()
+    present = {f.name for f in current.fields}
+    wanted = pa.schema([f if f.name in present else f.with_nullable(True) for f in target])
+    dropped = [f.name for f in current.fields if f.required and f.name not in target.names]
+    with table.transaction() as tx:
+        with tx.update_schema() as update:
+            update.union_by_name(wanted)
+            for name in dropped:
+                update.make_column_optional(name)
+        if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):
+            tx.set_properties(dict(TABLE_PROPERTIES))
+
+
+def _sync_url(uri: str) -> str:
+    url = make_url(uri)
+    driver = _SYNC_DRIVERS.get(url.drivername)
+    return url.set(drivername=driver).render_as_string(hide_password=False) if driver else uri
+
+
+def _make_sqlite_dir(uri: str) -> None:
+    url = make_url(uri)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _make_local_dir(warehouse: str) -> None:
+    parsed = urlparse(warehouse)
+    if parsed.scheme == "file":
+        Path(unquote(parsed.path)).mkdir(parents=True, exist_ok=True)
+    elif not parsed.scheme:
+        Path(warehouse).mkdir(parents=True, exist_ok=True)
+
+
+def _show(offsets: dict[int, int]) -> str:
+    return "{" + ", ".join(f"{p}: {o}" for p, o in sorted(offsets.items())) + "}"
