@@ -486,20 +486,20 @@ def _utc(moment: datetime) -> datetime:
 
 # pydantic's mypy plugin misreads the constructors pyiceberg's predicates override.
 def _eq(column: str, value: Any) -> BooleanExpression:
-    return EqualTo(column, value)  # type: ignore[call-arg,misc]
+    return EqualTo(column, value)  # type: ignore[call-arg]
 
 
 def _ge(column: str, value: Any) -> BooleanExpression:
-    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg,misc]
+    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg]
 
 
 def _le(column: str, value: Any) -> BooleanExpression:
-    return LessThanOrEqual(column, value)  # type: ignore[call-arg,misc]
+    return LessThanOrEqual(column, value)  # type: ignore[call-arg]
 
 
 def _lt(column: str, value: Any) -> BooleanExpression:
-    return LessThan(column, value)  # type: ignore[call-arg,misc]
+    return LessThan(column, value)  # type: ignore[call-arg]
 
 
 def _in(column: str, values: list[Any]) -> BooleanExpression:
-    return In(column, values)  # type: ignore[call-arg,misc]
+    return In(column, values)  # type: ignore[call-arg]

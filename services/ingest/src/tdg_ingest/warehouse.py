@@ -210,7 +210,7 @@ class Warehouse:
     def delete_rows(self, dataset_id: str, column: str, value: str) -> tuple[int, int]:
         """Delete the rows whose `column` equals `value`: (snapshot id or 0, rows deleted)."""
         # pydantic's mypy plugin misreads the constructor pyiceberg overrides.
-        predicate = EqualTo(column, value)  # type: ignore[call-arg,misc]
+        predicate = EqualTo(column, value)  # type: ignore[call-arg]
         for _ in range(COMMIT_ATTEMPTS):
             table = self.load_for_write(dataset_id)
             # Counted on the snapshot the delete is conditional on, so the count is exact.
