@@ -1,18 +1,23 @@
 """Record validation, the hot path of the ingest worker: the Kafka message values of one micro-batch
 → an Arrow table of the valid records in the dataset's storage schema, and a reason for each other.
 
-Good records never meet Python's JSON parser: the whole batch goes through pyarrow's JSON reader in
-one call, and what the reader does not check (required fields, NaN, zone offsets, real dates,
-decimal precision, value ranges) is checked vectorised over the table it returns. When the bulk
-read fails, bad records are isolated without costing their neighbours the bulk path: the batch is
-swept window by window, each failure pointing at its record through the row pyarrow names (or the
-token it quotes, or a cheap byte test), with bisection as the last resort. Only isolated or flagged
-records are parsed again in Python (`Diagnosis`), to say precisely what is wrong with them.
+Good records never meet Python's JSON parser. The batch is screened on Arrow arrays (size, one line
+starting with "{", valid UTF-8), read by pyarrow's JSON reader in one multi-threaded call, and what
+the reader does not check (required fields, NaN, zone offsets, real dates, decimal precision,
+value ranges) is checked vectorised over its table.
+
+When that read fails, the batch is streamed block by block: the streaming reader hands over every
+block before a failing one and names the failing row in its block, so a bad record costs a restart,
+not its neighbours' bulk path. Failures naming no row are pinned by what they say (the value a
+conversion quotes; unknown fields, read as columns), bisection being the last resort; the records
+read before a bad one in its block are read again in bulk. Only the records pinned or flagged are
+parsed in Python (`Diagnosis`), to say what is wrong with them.
 
 pyarrow 26 facts this relies on (pinned by the tests): a line starting with `null` yields a silent
-all-null row, and crashes the reader when it starts a block, so every line handed to the reader
-starts with "{" and holds no raw newline; a single-block read names the failing row; the reader
-validates UTF-8; inferring unknown fields recurses, so it is only asked of shallow records.
+all-null row, and crashes the reader when it starts a block, so every line handed to it starts with
+"{" and holds no raw newline, and records holding two values (rows out of step with records) are
+set apart first; the reader does not check UTF-8; inferring the type of an unknown field recurses,
+so it is only asked of shallow records.
 """
 
 from __future__ import annotations
@@ -73,8 +78,7 @@ REASON_CODES: Mapping[tuple[str, str], str] = {
 MAX_DEPTH = 64  # nesting of arrays and objects; the deepest valid record needs 9
 _SHOWN = 80  # characters of an offending value quoted in a message
 _WINDOW = 256  # records per single-block read when settling records apart
-_BLOCK = 16 << 10  # bytes per block when streaming a batch that holds bad records
-_STREAM_THREADS = False
+_BLOCK = 32 << 10  # bytes per block when streaming a batch that holds bad records
 
 # The instants and dates pyarrow's cast accepts, field ranges included, less year 0000 (which it
 # parses and Python cannot represent); no check of the day of the month, which `_plausible` adds.
@@ -100,7 +104,10 @@ _TOKENS = (
     re.compile(r": (\S+) requires (?:scale|precision)"),
     re.compile(r"The string '(.+)' is not a valid"),
 )
-_TWO_VALUES = re.compile(rb"\}[ \t]*[^\s,\]}]")  # a "}" followed by what no object member allows
+_KIND = re.compile(r"(?:JSON to|a valid) (int32|int64|decimal128)")
+# A "}" followed by what no object member allows: in a record, and in records joined as lines.
+_TWO_VALUES = r"\}[ \t\r\n]*[^ \t\r\n,\]}]"
+_TWO_LINES = re.compile(rb"\}[ \t]*[^\s,\]}]")
 _WIDE = Context(prec=100)  # room for decimal(38,S) and more
 _INT_RANGE = {32: (-(2**31), 2**31 - 1), 64: (-(2**63), 2**63 - 1)}
 
@@ -248,7 +255,7 @@ class _Run:
         """The candidates less those holding more than one JSON value, which would put the
         reader's rows out of step with the records: found by a pattern (which strings may fool)
         and confirmed by the diagnosis."""
-        hits = _mask(pc.match_substring_regex(self.screened, _TWO_VALUES.pattern.decode()))
+        hits = _mask(pc.match_substring_regex(self.screened, _TWO_VALUES))
         suspects = [i for i in pc.indices_nonzero(hits).to_pylist() if i not in self.rejects]
         rejected = {i for i in suspects if self._diagnosed(i)}
         return [i for i in candidates if i not in rejected] if rejected else candidates
@@ -257,27 +264,32 @@ class _Run:
         """Read the group with the streaming reader, which hands over every block before a
         failing one and names the failing row within its block: the record that row points at
         is rejected and reading resumes after it; the records of a block whose failure names no
-        row are settled apart (`_sweep`). Returns the good records read before a bad one in its
-        block, to be read again."""
+        row are settled apart. Unknown fields are read as columns when that is safe, so that a
+        field new to the schema costs one restart, not one per record. Returns the good records
+        read before a bad one in its block, to be read again."""
         if not group:
             return []
         chunk = _Chunk([self.lines[i] for i in group])
         # Blocks as small as the longest line allows: a failure costs the rest of its block.
         block = max(_BLOCK, max(map(len, chunk.lines)) + 1)
-        options = pj.ReadOptions(use_threads=_STREAM_THREADS, block_size=block)
+        options = pj.ReadOptions(use_threads=False, block_size=block)
+        parse = self.v.infer if chunk.shallow(0, len(group)) else self.v.strict
         again: list[int] = []
-        lo, failures = 0, 0
+        lo, failures, restarted = 0, 0, -1
         while lo < len(group):
             if failures > max(8, lo // 16):  # mostly bad records: go window by window
                 for k in range(lo, len(group), _WINDOW):
                     self._sweep(group[k : k + _WINDOW])
                 break
-            rows, error = self._read_blocks(chunk.part(lo, len(group)), options, group, lo)
+            rows, error = self._read_blocks(chunk, group, lo, options, parse)
             start = lo + rows
             if error is None:
                 if start != len(group):
                     raise RuntimeError("the reader's rows are out of step with the records")
                 break
+            if parse is self.v.infer and "unexpected field" in str(error) and start != restarted:
+                lo = restarted = start  # a field the first block did not have: infer it anew
+                continue
             failures += 1
             bad = self._hinted(group[start : start + _WINDOW], error)
             if bad is not None:
@@ -285,12 +297,18 @@ class _Run:
                 lo = start + bad + 1
             else:
                 lo = chunk.block_end(start, block)
-                if not self._settle_block(chunk, group, start, lo, error):
+                if not self._settle_block(chunk, group, start, lo, error, again):
                     self._sweep(group[start:lo])
         return again
 
     def _settle_block(
-        self, chunk: _Chunk, group: list[int], lo: int, hi: int, error: BaseException
+        self,
+        chunk: _Chunk,
+        group: list[int],
+        lo: int,
+        hi: int,
+        error: BaseException,
+        again: list[int],
     ) -> bool:
         """Settle the records of a block whose failure names no row in one more read, when the
         failure says enough: unknown fields (read them as columns) or a value that does not
@@ -301,54 +319,67 @@ class _Run:
             table = _read(part, _one_block(part.size), self.v.infer)
             if not isinstance(table, pa.Table) or table.num_rows != len(block):
                 return False
-            extras = [name for name in table.column_names if name not in self.v.names]
-            keep = self._known_fields_only(table, extras, block, chunk.lines[lo:hi])
-            table = table.select(self.v.reader.names).filter(keep)
-            self.pieces.append((table, pa.array(block, pa.int64()).filter(keep)))
+            self._keep(table, chunk, group, lo, hi)
             return True
-        suspects = {block[k - lo] for k in chunk.suspects(lo, hi, error)}
+        suspects = {block[k - lo] for k in chunk.suspects(lo, hi, error, self.v.schema.columns)}
         rejected = {i for i in suspects if self._diagnosed(i)}
         if not rejected:
             return False
-        self._sweep([i for i in block if i not in rejected])
+        # The block was parsed whole before a value failed to convert: the others are read again.
+        again.extend(i for i in block if i not in rejected)
         return True
 
-    def _known_fields_only(
-        self, table: pa.Table, extras: list[str], block: list[int], lines: list[bytes]
-    ) -> pa.Array:
-        """Which rows of a table read with unknown fields as columns have none: a row with a
-        value in one is rejected; so is one that names one with a null value, which shows only
-        in its text (written plainly, or with an escape, which any backslash may be)."""
-        if not extras:
-            return _all_true(len(block))
-        hit = pc.is_valid(table[extras[0]])
-        for name in extras[1:]:
-            hit = pc.or_(hit, pc.is_valid(table[name]))
-        named = [json.dumps(name, ensure_ascii=False).encode() for name in extras]
-        keep = []
-        for i, line, valued in zip(block, lines, hit.to_pylist(), strict=True):
-            suspect = valued or b"\\" in line or any(name in line for name in named)
-            keep.append(not (suspect and self._diagnosed(i)))
-        return pa.array(keep, pa.bool_())
-
     def _read_blocks(
-        self, part: pa.Buffer, options: pj.ReadOptions, group: list[int], lo: int
+        self,
+        chunk: _Chunk,
+        group: list[int],
+        lo: int,
+        options: pj.ReadOptions,
+        parse: pj.ParseOptions,
     ) -> tuple[int, BaseException | None]:
-        """Keep the blocks read before the first failure; how many rows they hold, and it."""
+        """Keep the blocks read from record `lo` before the first failure; how many rows they
+        hold, and the failure."""
         batches, rows, error = [], 0, None
         try:
-            reader = pj.open_json(
-                pa.BufferReader(part), read_options=options, parse_options=self.v.strict
-            )
-            for batch in reader:
+            part = pa.BufferReader(chunk.part(lo, len(group)))
+            for batch in pj.open_json(part, read_options=options, parse_options=parse):
                 batches.append(batch)
                 rows += batch.num_rows
         except (pa.ArrowException, ValueError) as e:
             error = e
         if rows:
-            table = pa.Table.from_batches(batches, self.v.reader)
-            self.pieces.append((table, pa.array(group[lo : lo + rows], pa.int64())))
+            self._keep(pa.Table.from_batches(batches), chunk, group, lo, lo + rows)
         return rows, error
+
+    def _keep(self, table: pa.Table, chunk: _Chunk, group: list[int], lo: int, hi: int) -> None:
+        """Keep the rows read for records lo..hi of the chunk, less those with unknown fields."""
+        positions = pa.array(group[lo:hi], pa.int64())
+        extras = [name for name in table.column_names if name not in self.v.names]
+        if extras:
+            keep = self._known_fields_only(table, extras, chunk, group, lo, hi)
+            table, positions = table.filter(keep), positions.filter(keep)
+        self.pieces.append((table.select(self.v.reader.names), positions))
+
+    def _known_fields_only(
+        self, table: pa.Table, extras: list[str], chunk: _Chunk, group: list[int], lo: int, hi: int
+    ) -> pa.Array:
+        """Which rows of a table read with unknown fields as columns have none. A row with a
+        value in one is rejected; so is one naming one with a null value, which shows only in
+        its text (looked for as JSON writers spell names, escaping non-ASCII or not)."""
+        hit = pc.is_valid(table[extras[0]])
+        for name in extras[1:]:
+            hit = pc.or_(hit, pc.is_valid(table[name]))
+        rows = set(pc.indices_nonzero(hit.combine_chunks()).to_pylist())
+        spelled = {json.dumps(n, ensure_ascii=a).encode() for n in extras for a in (True, False)}
+        end = chunk.starts[hi]
+        for spelling in spelled:
+            at = chunk.data.find(spelling, chunk.starts[lo], end)
+            while at >= 0:
+                row = bisect_right(chunk.starts, at) - 1
+                rows.add(row - lo)
+                at = chunk.data.find(spelling, chunk.starts[row + 1], end)
+        rejected = [r for r in sorted(rows) if self._diagnosed(group[lo + r])]
+        return pc.invert(pc.is_in(_arange(hi - lo), pa.array(rejected, pa.int64())))
 
     def _join(self, group: list[int]) -> bytes:
         return b"\n".join([self.lines[i] for i in group])
@@ -376,13 +407,8 @@ class _Run:
             read = _read(part, _one_block(part.size), self.v.infer if infer else self.v.strict)
             error = read if isinstance(read, BaseException) else None
             if not isinstance(read, BaseException) and read.num_rows == hi - lo:
-                extras = [name for name in read.column_names if name not in self.v.names]
-                if not extras:
-                    self.pieces.append((read, pa.array(window[lo:hi], pa.int64())))
-                    return again, []
-                if self._unknown_fields(read, extras, window[lo:hi], again):
-                    return again, []
-                break  # unknown fields sent as null, which no row shows
+                self._keep(read, chunk, window, lo, hi)
+                return again, []
             failures += 1
             if failures > max(4, len(window) // 16):  # mostly bad: ask about each record
                 rest = [i for i in window[lo:hi] if not self._diagnosed(i)]
@@ -400,7 +426,7 @@ class _Run:
             if not infer and "unexpected field" in str(error) and chunk.shallow(lo, hi):
                 infer = True  # read them again with unknown fields as columns, to see whose
                 continue
-            suspects = [window[k] for k in chunk.suspects(lo, hi, error)]
+            suspects = [window[k] for k in chunk.suspects(lo, hi, error, self.v.schema.columns)]
             rejected = {i for i in suspects if self._diagnosed(i)}
             if rejected:
                 return again + [i for i in window[lo:hi] if i not in rejected], []
@@ -421,20 +447,6 @@ class _Run:
             if 0 <= k < len(run) and self._diagnosed(run[k]):
                 return k
         return None
-
-    def _unknown_fields(
-        self, table: pa.Table, extras: list[str], group: list[int], again: list[int]
-    ) -> bool:
-        """Reject the records with a value in a column the schema lacks; the others are to be
-        read again strictly (a field sent as null shows in no row). False when none rejected."""
-        hit = pc.is_valid(table[extras[0]])
-        for name in extras[1:]:
-            hit = pc.or_(hit, pc.is_valid(table[name]))
-        rows = pc.indices_nonzero(hit.combine_chunks()).to_pylist()
-        rejected = {group[r] for r in rows if self._diagnosed(group[r])}
-        if rejected:
-            again.extend(i for i in group if i not in rejected)
-        return bool(rejected)
 
     # --- rejecting -----------------------------------------------------------------------------
 
@@ -531,15 +543,16 @@ class _Chunk:
         """Past the records a block of `size` bytes starting at record `start` can hold."""
         return min(len(self.lines), bisect_right(self.starts, self.starts[start] + size))
 
-    def suspects(self, lo: int, hi: int, error: BaseException | None) -> list[int]:
-        """Records of the run a failure naming no row may be about: invalid UTF-8, a second
-        value after the object, or the value a conversion error quotes."""
-        if isinstance(error, UnicodeDecodeError):
-            return [k for k in range(lo, hi) if not _is_utf8(self.lines[k])]
-        pattern = _TWO_VALUES if error is None else _token(str(error))
+    def suspects(
+        self, lo: int, hi: int, error: BaseException | None, columns: Sequence[ColumnSpec]
+    ) -> list[int]:
+        """Records of the run a failure naming no row may be about: a second value after the
+        object, or the value a conversion error quotes."""
+        pattern = _TWO_LINES if error is None else _token(str(error), columns)
         if pattern is None:
             return []
-        found = (bisect_right(self.starts, m.start()) - 1 for m in pattern.finditer(self.data))
+        matches = pattern.finditer(self.data, self.starts[lo], self.starts[hi])
+        found = (bisect_right(self.starts, m.start()) - 1 for m in matches)
         return sorted({k for k in found if lo <= k < hi})
 
 
@@ -703,13 +716,24 @@ def _row_hint(error: BaseException | None) -> int | None:
     return int(match[1]) if match else None
 
 
-def _token(message: str) -> re.Pattern[bytes] | None:
-    """Where the value a conversion error quotes can stand in a record (it names no column)."""
-    for pattern in _TOKENS:
-        match = pattern.search(message)
-        if match:
-            return re.compile(rb'[:,[][ \t]*"?' + re.escape(match[1].encode()) + rb'"?[ \t]*[],}]')
-    return None
+def _token(message: str, columns: Sequence[ColumnSpec]) -> re.Pattern[bytes] | None:
+    """Where the value a conversion error quotes can stand in a record (the error names neither
+    column nor row): as the value of a column of the type it names, or as an item of a list."""
+    value = next((m[1] for p in _TOKENS if (m := p.search(message))), None)
+    if value is None:
+        return None
+    kind = _KIND.search(message)
+    named = [c for c in columns if kind is None or str(_leaf(c.arrow_type)).startswith(kind[1])]
+    keys = [re.escape(json.dumps(c.name)[1:-1].encode()) for c in named]
+    quoted = rb'"?' + re.escape(value.encode()) + rb'"?[ \t]*[\],}]'
+    where = [rb'"(?:' + b"|".join(keys) + rb')"[ \t]*:[ \t]*' + quoted] if keys else []
+    if any(pa.types.is_list(c.arrow_type) for c in named):
+        where.append(rb"[\[,][ \t]*" + quoted)
+    return re.compile(b"|".join(where)) if where else None
+
+
+def _leaf(t: pa.DataType) -> pa.DataType:
+    return _leaf(t.value_type) if pa.types.is_list(t) else t
 
 
 def _not_utf8(joined: bytes, lines: pa.Array) -> pa.Array:
