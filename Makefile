@@ -71,11 +71,13 @@ bench: setup ## benchmarks (full size), JSON figures on the last line of each
 	$(PY) bench/catalog_bench.py
 	$(PY) bench/policy_bench.py
 	$(PY) bench/ingest_bench.py
+	$(PY) bench/query_bench.py
 
 bench-quick: setup ## every benchmark in --quick mode (smoke test)
 	$(PY) bench/catalog_bench.py --quick
 	$(PY) bench/policy_bench.py --quick
 	$(PY) bench/ingest_bench.py --quick
+	$(PY) bench/query_bench.py --quick
 
 up: setup ## start the local stack in the background (Kafka, OPA, services)
 	.venv/bin/tdg dev up
@@ -86,7 +88,7 @@ down: ## stop the local stack
 status: ## state of the local stack
 	.venv/bin/tdg dev status
 
-demo: setup ## set up, start the local stack and run the catalog demo
+demo: setup ## set up, start the local stack and run the demo (catalog to governed queries)
 	.venv/bin/tdg dev up
 	bash scripts/demo.sh
 

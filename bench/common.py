@@ -178,3 +178,45 @@ async def kafka_and_opa(
         await wait_ready(opa, timeout_s=20)
         opa_url = opa.url
     return bootstrap, opa_url
+
+
+async def start_kafka(processes: contextlib.ExitStack, tmp: Path) -> tuple[str, KafkaNode | None]:
+    """Kafka as `kafka_and_opa` has it: TDG_KAFKA_BOOTSTRAP's, else our own, started but not
+    awaited (`wait_ready` it: the tdg services may start meanwhile, they wait for it)."""
+    bootstrap = os.environ.get("TDG_KAFKA_BOOTSTRAP", "")
+    if bootstrap:
+        return bootstrap, None
+    tools = Tools.locate(ROOT)
+    kafka = KafkaNode(tools.kafka_home, tmp / "kafka", free_port(), free_port(), state_dir=tmp)
+    await launch(processes, kafka)
+    return kafka.bootstrap, kafka
+
+
+async def registry_opa(processes: contextlib.ExitStack, tmp: Path, bundle_port: int) -> str:
+    """Our own OPA (ready), pulling the registry bundle (purposes, parties, agreements) from the
+    consent service the caller starts on `bundle_port`: a run's parties and agreements are its
+    own, so TDG_OPA_URL is not used."""
+    opa = opa_server(Tools.locate(ROOT), tmp, free_port(), f"http://127.0.0.1:{bundle_port}")
+    await launch(processes, opa)
+    await wait_ready(opa, timeout_s=20)
+    return opa.url
+
+
+def log_events(log_file: Path, event: str, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The JSON log lines (TDG_LOG_FORMAT=json) of `event` in a service's log from byte `offset`
+    on, and the offset of the log's end (for the next call)."""
+    found: list[dict[str, Any]] = []
+    with log_file.open("rb") as f:
+        f.seek(offset)
+        data = f.read()
+    end = offset + len(data)
+    for line in data.splitlines():
+        if not line.startswith(b"{"):
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == event:
+            found.append(entry)
+    return found, end

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
@@ -180,8 +181,8 @@ def ingest_settings(tmp: Path, kafka: str, opa: str, secret: str, **overrides: o
         "kafka_bootstrap": kafka,
         "opa_url": opa,
         "auth_hs256_secret": secret,
-        "ingest_catalog_url": f"sqlite:///{tmp / 'iceberg-catalog.db'}",
-        "ingest_warehouse": str(tmp / "warehouse"),
+        "lake_catalog_url": f"sqlite:///{tmp / 'iceberg-catalog.db'}",
+        "lake_warehouse": str(tmp / "warehouse"),
         "ingest_batch_max_wait_s": 0.3,
         "ingest_write_cache_s": 2.0,
         "ingest_indicators_every_s": 3600.0,
@@ -240,5 +241,99 @@ def ingest_caller(
 
     def make(party: str, org: str = "", *roles: str) -> IngestCaller:
         return IngestCaller(stub, consent, catalog, make_token(party, org, roles))
+
+    return make
+
+
+# --- the query service ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def query_app(
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka,
+    opa,
+    secret: str,
+    consent_app: ConsentApp,
+    ingest_app,
+):
+    """The query service on the ingest service's tables, asking the session's consent service for
+    subject sets; gRPC and Arrow Flight on free ports."""
+    from tdg_query.server import build_app as build_query_app
+    from tdg_query.settings import QuerySettings
+
+    tmp = tmp_path_factory.mktemp("query")
+    lake = ingest_app.settings
+    settings = QuerySettings(
+        _env_file=None,
+        grpc_port=0,
+        query_flight_port=0,
+        kafka_bootstrap=kafka.bootstrap,
+        opa_url=opa.url,
+        auth_hs256_secret=secret,
+        lake_catalog_url=lake.lake_catalog_url,
+        lake_warehouse=lake.lake_warehouse,
+        query_consent_address=f"127.0.0.1:{consent_app.port}",
+        query_spill_dir=str(tmp / "spill"),
+        query_audit_flush_s=0.5,
+        query_table_ttl_s=0.0,
+    )
+    app = await build_query_app(settings)
+    await app.start()
+    await app.monitor.check_once()
+    yield app
+    await app.server.stop(0)
+    await app.monitor.stop()
+    await app.close()
+
+
+@dataclass
+class QueryCaller:
+    """A party with a token, calling the query service (gRPC and Flight) and the others."""
+
+    stub: Any
+    flight_location: str
+    consent: consent_pb2_grpc.ConsentServiceStub
+    catalog: catalog_pb2_grpc.CatalogServiceStub
+    ingest: ingest_pb2_grpc.IngestServiceStub
+    token: str
+
+    @property
+    def md(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),)
+
+
+@pytest.fixture(scope="session")
+async def query_channel(query_app) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(
+        f"127.0.0.1:{query_app.port}",
+        options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+    ) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def query_caller(
+    query_app,
+    query_channel: grpc.aio.Channel,
+    ingest_channel: grpc.aio.Channel,
+    consent_channel: grpc.aio.Channel,
+    channel: grpc.aio.Channel,
+    make_token: Callable[..., str],
+) -> Callable[..., QueryCaller]:
+    from tdg.query.v1 import query_pb2_grpc
+
+    stub = query_pb2_grpc.QueryServiceStub(query_channel)
+    location = f"grpc+tcp://127.0.0.1:{query_app.flight_port}"
+
+    def make(party: str, org: str = "", *roles: str) -> QueryCaller:
+        return QueryCaller(
+            stub,
+            location,
+            consent_pb2_grpc.ConsentServiceStub(consent_channel),
+            catalog_pb2_grpc.CatalogServiceStub(channel),
+            ingest_pb2_grpc.IngestServiceStub(ingest_channel),
+            make_token(party, org, roles),
+        )
 
     return make

@@ -97,10 +97,23 @@ def test_every_overlay_renders_and_validates() -> None:
             "kafka.strimzi.io/v1beta2 KafkaTopic tdg/tdg.ingest.events",
         ):
             assert f"PASS  {overlay:<6} {ingest}" in proc.stdout
+        for query in (
+            "v1 ServiceAccount tdg/query",
+            "apps/v1 Deployment tdg/query",
+            "v1 Service tdg/query",
+            "policy/v1 PodDisruptionBudget tdg/query",
+            "kafka.strimzi.io/v1beta2 KafkaTopic tdg/tdg.audit",
+        ):
+            assert f"PASS  {overlay:<6} {query}" in proc.stdout
     # Ingest scales on Kafka lag through KEDA, validated against schemas/keda.sh; dev runs one.
     assert "PASS  prod   keda.sh/v1alpha1 ScaledObject tdg/ingest" in proc.stdout
     assert "dev    keda.sh/v1alpha1 ScaledObject" not in proc.stdout
     assert "PASS  prod   networking.k8s.io/v1 NetworkPolicy tdg/ingest-ingress" in proc.stdout
+    # Query is stateless: an HPA on CPU in prod, one replica in dev.
+    assert "PASS  prod   autoscaling/v2 HorizontalPodAutoscaler tdg/query" in proc.stdout
+    assert "dev    autoscaling/v2 HorizontalPodAutoscaler tdg/query" not in proc.stdout
+    for policy in ("query-ingress", "tdg-apps-query-egress", "query-object-storage-egress"):
+        assert f"PASS  prod   networking.k8s.io/v1 NetworkPolicy tdg/{policy}" in proc.stdout
     assert "PASS  prod   autoscaling/v2 HorizontalPodAutoscaler tdg/consent" in proc.stdout
     assert "dev    autoscaling/v2 HorizontalPodAutoscaler tdg/consent" not in proc.stdout
     assert "NetworkPolicy tdg/default-deny" in proc.stdout  # prod carries the component
@@ -268,7 +281,7 @@ def test_every_sidecar_mounts_the_config_and_the_policies(overlay: str) -> None:
     configmaps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
     services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} >= {"catalog", "consent", "ingest"}
+    assert {d["metadata"]["name"] for d in deployments} >= {"catalog", "consent", "ingest", "query"}
     for deployment in deployments:
         template = deployment["spec"]["template"]
         pod = template["spec"]
@@ -310,11 +323,156 @@ def test_ingest_scales_on_its_own_consumer_group_and_serves_its_port() -> None:
     assert container["ports"] == [{"name": "grpc", "containerPort": port}]
     # Credentials only by reference.
     for name in (
-        "TDG_INGEST_CATALOG_URL",
-        "TDG_INGEST_S3_ACCESS_KEY_ID",
-        "TDG_INGEST_S3_SECRET_ACCESS_KEY",
+        "TDG_LAKE_CATALOG_URL",
+        "TDG_LAKE_S3_ACCESS_KEY_ID",
+        "TDG_LAKE_S3_SECRET_ACCESS_KEY",
     ):
         assert "secretKeyRef" in env[name]["valueFrom"], name
+
+
+# The query service's ports (gRPC, Arrow Flight) and the consent service's gRPC port it calls.
+QUERY_GRPC_PORT, QUERY_FLIGHT_PORT, CONSENT_GRPC_PORT = 50054, 50055, 50052
+
+
+def _query_container(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (deployment,) = [
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "query"
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return deployment, container
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_query_serves_both_ports_and_keeps_its_state_on_empty_dirs(overlay: str) -> None:
+    docs = rendered(overlay)
+    deployment, container = _query_container(docs)
+    pod = deployment["spec"]["template"]["spec"]
+    assert container["command"] == ["python", "-m", "tdg_query"]
+    assert container["ports"] == [
+        {"name": "grpc", "containerPort": QUERY_GRPC_PORT},
+        {"name": "flight", "containerPort": QUERY_FLIGHT_PORT},
+    ]
+    assert container["readinessProbe"]["grpc"] == {"port": QUERY_GRPC_PORT}
+    assert container["startupProbe"]["grpc"] == {"port": QUERY_GRPC_PORT}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TDG_GRPC_PORT"]["value"] == str(QUERY_GRPC_PORT)
+    assert env["TDG_QUERY_FLIGHT_PORT"]["value"] == str(QUERY_FLIGHT_PORT)
+    assert env["TDG_QUERY_CONSENT_ADDRESS"]["value"] == f"consent.tdg.svc:{CONSENT_GRPC_PORT}"
+    # The service token (role platform-service) and the token key: by reference, in every overlay.
+    assert env["TDG_QUERY_SERVICE_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "query-service-token",
+        "key": "token",
+    }
+    assert env["TDG_AUTH_RS256_PUBLIC_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tdg-auth"
+    # The lake: every overlay says where it is.
+    assert {"TDG_LAKE_CATALOG_URL", "TDG_LAKE_WAREHOUSE"} <= set(env)
+    # DuckDB's spill files on an emptyDir (the root filesystem is read-only).
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts[env["TDG_QUERY_SPILL_DIR"]["value"]] in empty_dirs
+    # The Service: both ports, to the container's named ports.
+    (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "query"]
+    ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+    assert ports == {"grpc": (QUERY_GRPC_PORT, "grpc"), "flight": (QUERY_FLIGHT_PORT, "flight")}
+
+
+def test_query_reads_the_lake_ingest_writes_by_reference_in_prod() -> None:
+    docs = rendered("prod")
+    _, query = _query_container(docs)
+    (ingest,) = [
+        d["spec"]["template"]["spec"]["containers"][0]
+        for d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "ingest"
+    ]
+    query_env = {e["name"]: e for e in query["env"]}
+    ingest_env = {e["name"]: e for e in ingest["env"]}
+    lake = sorted(name for name in ingest_env if name.startswith("TDG_LAKE_"))
+    assert "TDG_LAKE_CATALOG_URL" in lake
+    for name in lake:  # the same catalog, warehouse, endpoint and Secrets
+        assert query_env[name] == ingest_env[name], name
+    for name in (
+        "TDG_LAKE_CATALOG_URL",
+        "TDG_LAKE_S3_ACCESS_KEY_ID",
+        "TDG_LAKE_S3_SECRET_ACCESS_KEY",
+    ):
+        assert "secretKeyRef" in query_env[name]["valueFrom"], name
+    hpa = [
+        d
+        for d in docs
+        if d["kind"] == "HorizontalPodAutoscaler" and d["metadata"]["name"] == "query"
+    ]
+    (spec,) = [h["spec"] for h in hpa]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "query",
+    }
+    (metric,) = spec["metrics"]
+    assert metric["containerResource"]["container"] == "query"
+    assert metric["containerResource"]["name"] == "cpu"
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert not selector.get("matchExpressions"), "matchExpressions: extend this test"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _allows(
+    policies: list[dict[str, Any]],
+    direction: str,
+    pod: dict[str, str],
+    peer: dict[str, str] | None,
+    port: int,
+) -> bool:
+    """Whether a policy selecting `pod` lets it talk to `peer` (a pod's labels in the namespace;
+    None: outside the cluster) on `port`, in `direction` (Ingress: from peer; Egress: to peer)."""
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for policy in policies:
+        spec = policy["spec"]
+        if direction not in spec.get("policyTypes", []) or not _selects(spec["podSelector"], pod):
+            continue
+        for rule in spec.get(rules_key, []):
+            ports = rule.get("ports")
+            if ports and not any(p.get("port") == port for p in ports):
+                continue
+            peers = rule.get(peers_key)
+            if not peers:
+                return True
+            if peer is not None and any(
+                "podSelector" in q
+                and "namespaceSelector" not in q
+                and _selects(q["podSelector"], peer)
+                for q in peers
+            ):
+                return True
+    return False
+
+
+def test_query_network_policies_let_it_serve_and_reach_what_it_needs() -> None:
+    docs = rendered("prod")
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    pods = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"]
+        for d in docs
+        if d["kind"] == "Deployment"
+    }
+    query, consent = pods["query"], pods["consent"]
+    broker = {"strimzi.io/cluster": "tdg", "strimzi.io/broker-role": "true"}
+    # Applications (the namespace's tdg apps) reach both ports, in and out.
+    for port in (QUERY_GRPC_PORT, QUERY_FLIGHT_PORT):
+        assert _allows(policies, "Ingress", query, pods["catalog"], port), port
+        assert _allows(policies, "Egress", pods["catalog"], query, port), port
+    assert not _allows(policies, "Ingress", query, {"app": "elsewhere"}, QUERY_GRPC_PORT)
+    # What the query service reaches: Kafka, the consent service (subject sets; OPA's bundle),
+    # the lake's catalog (PostgreSQL) and warehouse (object storage over HTTPS).
+    assert _allows(policies, "Egress", query, broker, 9092)
+    assert _allows(policies, "Egress", query, consent, CONSENT_GRPC_PORT)
+    assert _allows(policies, "Ingress", consent, query, CONSENT_GRPC_PORT)
+    assert _allows(policies, "Egress", query, consent, 8282)
+    assert _allows(policies, "Ingress", consent, query, 8282)
+    assert _allows(policies, "Egress", query, None, 5432)
+    assert _allows(policies, "Egress", query, None, 443)
+    assert not _allows(policies, "Egress", query, None, 80)
 
 
 @pytest.fixture(scope="module")

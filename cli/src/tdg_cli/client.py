@@ -20,6 +20,7 @@ from rich.console import Console
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg.consent.v1 import consent_pb2_grpc
 from tdg.ingest.v1 import ingest_pb2_grpc
+from tdg.query.v1 import query_pb2_grpc
 
 from tdg_cli.settings import CliSettings
 from tdg_cli.vocabulary import OptionError
@@ -141,6 +142,7 @@ class Service:
 CATALOG = Service(catalog_pb2_grpc.CatalogServiceStub, lambda s: s.catalog_addr)
 CONSENT = Service(consent_pb2_grpc.ConsentServiceStub, lambda s: s.consent_addr)
 INGEST = Service(ingest_pb2_grpc.IngestServiceStub, lambda s: s.ingest_addr)
+QUERY = Service(query_pb2_grpc.QueryServiceStub, lambda s: s.query_addr)
 
 
 def print_json(message: Any) -> None:

@@ -44,6 +44,12 @@ OPA_PORT = 8181
 # The consent service's OPA bundle server (TDG_CONSENT_BUNDLE_PORT), which OPA pulls from.
 CONSENT_BUNDLE_PORT = 8282
 
+# The Iceberg catalog and warehouse: written by ingest, read by query.
+LAKE_ENV = {
+    "TDG_LAKE_CATALOG_URL": "sqlite:///var/dev/iceberg-catalog.db",
+    "TDG_LAKE_WAREHOUSE": "var/dev/warehouse",
+}
+
 # One line per service; its env is added to the shared TDG_ variables (and to dev.env).
 SERVICES: list[ServiceSpec] = [
     ServiceSpec(
@@ -66,10 +72,14 @@ SERVICES: list[ServiceSpec] = [
         "ingest",
         "tdg_ingest",
         50053,
-        {
-            "TDG_INGEST_CATALOG_URL": "sqlite:///var/dev/iceberg-catalog.db",
-            "TDG_INGEST_WAREHOUSE": "var/dev/warehouse",
-        },
+        LAKE_ENV,
+    ),
+    ServiceSpec(
+        "query",
+        "tdg_query",
+        50054,
+        {**LAKE_ENV, "TDG_QUERY_SPILL_DIR": "var/dev/query-spill"},
+        extra_ports=(50055,),
     ),
 ]
 

@@ -57,6 +57,15 @@ permissions := {
 	"/tdg.ingest.v1.IngestService/GetReject": "ingest.manage",
 	"/tdg.ingest.v1.IngestService/ReplayRejects": "ingest.manage",
 	"/tdg.ingest.v1.IngestService/CompactTable": "ingest.manage",
+	"/tdg.query.v1.QueryService/Query": "query.read",
+	"/tdg.query.v1.QueryService/ListReadable": "query.read",
+	"/tdg.query.v1.QueryService/SearchAudit": "query.audit",
+	# The query service's Arrow Flight server asks the same decision, with Flight's method names.
+	# Only the reading methods are governed: DoPut, DoExchange, DoAction… are denied.
+	"/arrow.flight.protocol.FlightService/GetFlightInfo": "query.read",
+	"/arrow.flight.protocol.FlightService/GetSchema": "query.read",
+	"/arrow.flight.protocol.FlightService/DoGet": "query.read",
+	"/arrow.flight.protocol.FlightService/ListFlights": "query.read",
 }
 
 # METADATA
@@ -125,8 +134,8 @@ resource_field(name) := value if {
 
 # METADATA
 # description: |
-#   A string field of the dataset an ingest call concerns (`resource.dataset`: id, publisher,
-#   status), "" when absent or not a string.
+#   A string field of the dataset an ingest call or a query audit search concerns
+#   (`resource.dataset`: id, publisher, status), "" when absent or not a string.
 dataset_field(name) := value if {
 	value := input.resource.dataset[name]
 	is_string(value)
@@ -144,11 +153,17 @@ publisher_officer if {
 	subject_org == resource_publisher
 }
 
-# The data officer of the (non-empty) publisher of the dataset an ingest call names.
+# The data officer of the (non-empty) publisher of the dataset an ingest or query call names.
 dataset_officer if {
 	roles.held(input.subject, roles.data_officer)
 	dataset_field("publisher") != ""
 	subject_org == dataset_field("publisher")
+}
+
+# The data officer of the publisher of the (named) dataset whose audit trail a query call searches.
+audited_dataset_officer if {
+	dataset_field("id") != ""
+	dataset_officer
 }
 
 # The producer whose delivery an ingest call asks about: the caller's party, or its organisation.
@@ -294,6 +309,16 @@ grants("ingest.monitor") if {
 grants("ingest.manage") if roles.held(input.subject, roles.platform_admin)
 
 grants("ingest.manage") if dataset_officer
+
+# Querying, and listing the datasets readable: any authenticated caller; what it may read is
+# tdg.read's decision, asked by the query service for every query (on gRPC and on Arrow Flight).
+grants("query.read") := true
+
+# Searching the query audit trail: platform-admin for anything; a data officer for one named
+# dataset of its own organisation (the service sends `resource.dataset` {id, publisher}).
+grants("query.audit") if roles.held(input.subject, roles.platform_admin)
+
+grants("query.audit") if audited_dataset_officer
 
 #
 # Reasons: why the call is refused. Empty when allowed.
@@ -442,7 +467,39 @@ refusals contains reason if {
 	)
 }
 
-# How ingest refusals name the dataset: its id, else its publisher's datasets, else "a dataset".
+refusals contains reason if {
+	permission == "query.audit"
+	refused
+	dataset_field("id") != ""
+	reason := sprintf(
+		"role %s of publisher %s (or %s) required to call %s on %s",
+		[roles.data_officer, quoted(dataset_field("publisher")), roles.platform_admin, rpc_name, ingest_dataset_named],
+	)
+}
+
+refusals contains reason if {
+	permission == "query.audit"
+	refused
+	dataset_field("id") == ""
+	roles.held(input.subject, roles.data_officer)
+	reason := sprintf(
+		"%s without a dataset requires %s: as %s, name one of the datasets of %s",
+		[rpc_name, roles.platform_admin, roles.data_officer, quoted(subject_org)],
+	)
+}
+
+refusals contains reason if {
+	permission == "query.audit"
+	refused
+	dataset_field("id") == ""
+	not roles.held(input.subject, roles.data_officer)
+	reason := sprintf(
+		"%s without a dataset requires %s (or a %s naming a dataset of its organisation)",
+		[rpc_name, roles.platform_admin, roles.data_officer],
+	)
+}
+
+# How ingest (and query audit) refusals name the dataset: its id, else its publisher's datasets, else "a dataset".
 ingest_dataset_named := sprintf("dataset '%s'", [dataset_field("id")]) if {
 	dataset_field("id") != ""
 } else := sprintf("the datasets of '%s'", [dataset_field("publisher")]) if {

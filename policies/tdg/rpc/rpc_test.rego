@@ -216,13 +216,13 @@ test_unknown_catalog_method_is_denied if {
 
 test_method_of_an_ungoverned_service_is_denied if {
 	request := {
-		"method": "/tdg.query.v1.QueryService/Query",
-		"service": "tdg.query.v1.QueryService",
-		"rpc": "Query",
+		"method": "/tdg.export.v1.ExportService/Export",
+		"service": "tdg.export.v1.ExportService",
+		"rpc": "Export",
 		"subject": admin,
 		"resource": {},
 	}
-	denied_because(decide(request), "method /tdg.query.v1.QueryService/Query is not governed by any rule")
+	denied_because(decide(request), "method /tdg.export.v1.ExportService/Export is not governed by any rule")
 }
 
 test_method_names_match_exactly if {
@@ -249,16 +249,16 @@ test_empty_input_is_a_deny_object if {
 
 test_class_without_rules_is_denied_with_a_reason if {
 	# a method added to the table before its class has rules is refused, not allowed silently
-	permissions := object.union(rpc.permissions, {"/tdg.query.v1.QueryService/Query": "query.run"})
+	permissions := object.union(rpc.permissions, {"/tdg.export.v1.ExportService/Export": "export.run"})
 	request := {
-		"method": "/tdg.query.v1.QueryService/Query",
-		"service": "tdg.query.v1.QueryService",
-		"rpc": "Query",
+		"method": "/tdg.export.v1.ExportService/Export",
+		"service": "tdg.export.v1.ExportService",
+		"rpc": "Export",
 		"subject": admin,
 		"resource": bike_counters,
 	}
 	d := rpc.decision with input as request with rpc.permissions as permissions
-	denied_because(d, "Query requires permission query.run, which the caller does not hold")
+	denied_because(d, "Export requires permission export.run, which the caller does not hold")
 }
 
 #
@@ -278,7 +278,8 @@ test_every_catalog_method_has_its_class if {
 
 test_every_table_entry_is_a_full_grpc_method if {
 	every method, class in rpc.permissions {
-		regex.match(`^/tdg\.[a-z]+\.v[0-9]+\.[A-Za-z]+/[A-Z][A-Za-z]+$`, method)
+		# tdg's own services, or Arrow Flight's (served by the query service)
+		regex.match(`^/(tdg\.[a-z]+\.v[0-9]+\.[A-Za-z]+|arrow\.flight\.protocol\.FlightService)/[A-Z][A-Za-z]+$`, method)
 		regex.match(`^[a-z]+\.[a-z]+$`, class)
 	}
 }
@@ -873,4 +874,174 @@ test_suspended_producer_does_not_see_its_delivery if {
 	d := rpc.decision with input as ingest_call("GetDeliveryIndicators", sensor_gateway, counters_of("sensor-co"))
 		with data.tdg.registry as registry_with({"sensor-gateway": {"status": "suspended"}})
 	d.reasons == ["party 'sensor-gateway' is suspended"]
+}
+
+#
+# Query service (gRPC) and its Arrow Flight server
+#
+
+query := "tdg.query.v1.QueryService"
+
+flight := "arrow.flight.protocol.FlightService"
+
+# Every query method and its class, as the contract's table lists them.
+query_classes := {
+	"Query": "query.read",
+	"ListReadable": "query.read",
+	"SearchAudit": "query.audit",
+}
+
+# The Flight methods the query service's Flight server asks about, and their class.
+flight_classes := {
+	"GetFlightInfo": "query.read",
+	"GetSchema": "query.read",
+	"DoGet": "query.read",
+	"ListFlights": "query.read",
+}
+
+query_call(rpc_name, subject, resource) := {
+	"method": sprintf("/%s/%s", [query, rpc_name]),
+	"service": query,
+	"rpc": rpc_name,
+	"subject": subject,
+	"resource": resource,
+}
+
+flight_call(rpc_name, subject) := {
+	"method": sprintf("/%s/%s", [flight, rpc_name]),
+	"service": flight,
+	"rpc": rpc_name,
+	"subject": subject,
+	"resource": {},
+}
+
+# The resource SearchAudit sends: the dataset searched (id and publisher), or none.
+audit_of(dataset_id, publisher) := {"dataset": {"id": dataset_id, "publisher": publisher}}
+
+lyon_audit := audit_of("metropole-lyon.bike-counters", "metropole-lyon")
+
+test_every_query_method_has_its_class if {
+	every rpc_name, class in query_classes {
+		rpc.permissions[sprintf("/%s/%s", [query, rpc_name])] == class
+	}
+	query_methods := {method | some method, _ in rpc.permissions; startswith(method, sprintf("/%s/", [query]))}
+	count(query_methods) == count(query_classes)
+}
+
+test_every_flight_method_has_its_class if {
+	every rpc_name, class in flight_classes {
+		rpc.permissions[sprintf("/%s/%s", [flight, rpc_name])] == class
+	}
+	flight_methods := {method | some method, _ in rpc.permissions; startswith(method, sprintf("/%s/", [flight]))}
+	count(flight_methods) == count(flight_classes)
+}
+
+test_unknown_query_method_is_denied if {
+	d := decide(query_call("DropAudit", admin, {}))
+	d.reasons == ["method /tdg.query.v1.QueryService/DropAudit is not governed by any rule"]
+}
+
+test_flight_methods_that_write_or_act_are_not_governed if {
+	every rpc_name in ["DoPut", "DoExchange", "DoAction", "ListActions", "Handshake", "PollFlightInfo"] {
+		d := decide(flight_call(rpc_name, admin))
+		d.reasons == [sprintf("method /%s/%s is not governed by any rule", [flight, rpc_name])]
+	}
+}
+
+# query.read
+
+test_any_authenticated_party_queries if {
+	# what it may read is tdg.read's decision, asked by the service per query
+	every rpc_name in ["Query", "ListReadable"] {
+		every subject in [mobility_app, other_app, lyon_intern, alice, admin, query_service, {"party": "bare-app"}] {
+			allowed(decide(query_call(rpc_name, subject, {})))
+			allowed(decide(query_call(rpc_name, subject, bike_counters)))
+		}
+	}
+}
+
+test_any_authenticated_party_reads_over_flight if {
+	every rpc_name, _ in flight_classes {
+		every subject in [mobility_app, lyon_officer, admin, {"party": "bare-app"}] {
+			allowed(decide(flight_call(rpc_name, subject)))
+		}
+	}
+}
+
+test_unauthenticated_caller_cannot_query if {
+	every rpc_name in ["Query", "ListReadable"] {
+		d := decide(query_call(rpc_name, {"party": "", "org": "velo-startup", "roles": [roles.platform_admin]}, {}))
+		d.reasons == ["unauthenticated caller"]
+	}
+	every rpc_name, _ in flight_classes {
+		decide(flight_call(rpc_name, {"org": "velo-startup", "roles": []})).reasons == ["unauthenticated caller"]
+	}
+}
+
+test_suspended_application_cannot_query if {
+	d := rpc.decision with input as query_call("Query", mobility_app, {}) with data.tdg.registry as velo_startup_suspended
+	d.reasons == ["party 'velo-startup' is suspended"]
+	f := rpc.decision with input as flight_call("DoGet", mobility_app) with data.tdg.registry as velo_startup_suspended
+	f.reasons == ["party 'velo-startup' is suspended"]
+}
+
+# query.audit
+
+test_admin_searches_any_audit if {
+	every resource in [{}, lyon_audit, audit_of("grenoble-alpes.parking", "grenoble-alpes"), audit_of("", "")] {
+		allowed(decide(query_call("SearchAudit", admin, resource)))
+	}
+}
+
+test_officer_searches_the_audit_of_its_own_dataset if {
+	allowed(decide(query_call("SearchAudit", lyon_officer, lyon_audit)))
+	allowed(decide(query_call("SearchAudit", grenoble_officer, audit_of("grenoble-alpes.parking", "grenoble-alpes"))))
+}
+
+test_officer_of_another_publisher_is_refused if {
+	d := decide(query_call("SearchAudit", grenoble_officer, lyon_audit))
+	d.reasons == ["role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call SearchAudit on dataset 'metropole-lyon.bike-counters'"]
+}
+
+test_officer_without_a_dataset_is_told_to_name_one if {
+	every resource in [{}, audit_of("", ""), {"dataset": {"publisher": "metropole-lyon"}}, audit_of("", "metropole-lyon")] {
+		d := decide(query_call("SearchAudit", lyon_officer, resource))
+		d.reasons == ["SearchAudit without a dataset requires platform-admin: as data-officer, name one of the datasets of 'metropole-lyon'"]
+	}
+	no_org := object.union(lyon_officer, {"org": ""})
+	decide(query_call("SearchAudit", no_org, {})).reasons == ["SearchAudit without a dataset requires platform-admin: as data-officer, name one of the datasets of (none)"]
+}
+
+test_others_are_refused_the_audit if {
+	every subject in [mobility_app, lyon_intern, registrar, query_service, alice] {
+		d := decide(query_call("SearchAudit", subject, lyon_audit))
+		d.reasons == ["role data-officer of publisher 'metropole-lyon' (or platform-admin) required to call SearchAudit on dataset 'metropole-lyon.bike-counters'"]
+		e := decide(query_call("SearchAudit", subject, {}))
+		e.reasons == ["SearchAudit without a dataset requires platform-admin (or a data-officer naming a dataset of its organisation)"]
+	}
+}
+
+test_member_of_the_publisher_needs_the_officer_role if {
+	not decide(query_call("SearchAudit", lyon_intern, lyon_audit)).allow
+}
+
+test_audit_of_a_dataset_without_publisher_only_admin if {
+	# an unknown dataset (no publisher found): an officer without org cannot match it
+	no_org := object.union(lyon_officer, {"org": ""})
+	d := decide(query_call("SearchAudit", no_org, audit_of("metropole-lyon.gone", "")))
+	d.reasons == ["role data-officer of publisher (none) (or platform-admin) required to call SearchAudit on dataset 'metropole-lyon.gone'"]
+	allowed(decide(query_call("SearchAudit", admin, audit_of("metropole-lyon.gone", ""))))
+}
+
+test_malformed_audit_resource_grants_nothing_but_admin if {
+	every resource in [{"dataset": "metropole-lyon.bike-counters"}, {"dataset": {"id": 7, "publisher": "metropole-lyon"}}, {"dataset": {"id": "metropole-lyon.bike-counters", "publisher": 7}}, bike_counters] {
+		not decide(query_call("SearchAudit", lyon_officer, resource)).allow
+		allowed(decide(query_call("SearchAudit", admin, resource)))
+	}
+}
+
+test_suspended_officer_cannot_search_the_audit if {
+	suspended := registry_with({"metropole-lyon": {"kind": "municipality", "organisation": "metropole-lyon", "status": "suspended"}})
+	d := rpc.decision with input as query_call("SearchAudit", lyon_officer, lyon_audit) with data.tdg.registry as suspended
+	d.reasons == ["party 'metropole-lyon' is suspended"]
 }

@@ -42,6 +42,14 @@ class PolicyClient:
 
     async def decide(self, package: str, rule: str, input_data: dict[str, Any]) -> dict[str, Any]:
         """The decision document, or Unavailable when OPA cannot give one in time."""
+        result, _ = await self.decide_with_id(package, rule, input_data)
+        return result
+
+    async def decide_with_id(
+        self, package: str, rule: str, input_data: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        """The decision document and OPA's decision id ("" unless OPA's decision logging is on),
+        which ties an audit record to OPA's own log of the decision."""
         await self._ensure_open()
         try:
             async with asyncio.timeout(self._timeout_s):
@@ -55,7 +63,8 @@ class PolicyClient:
         result = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(result, dict):
             raise Unavailable(f"policy {package}.{rule} is undefined in the policy engine")
-        return result
+        decision_id = answer.get("decision_id", "") if isinstance(answer, dict) else ""
+        return result, str(decision_id or "")
 
     async def healthy(self) -> bool:
         await self._ensure_open()

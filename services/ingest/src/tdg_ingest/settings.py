@@ -1,9 +1,11 @@
-"""The ingest service's settings (TDG_ prefix; TDG_INGEST_* for its own)."""
+"""The ingest service's settings (TDG_ prefix; TDG_INGEST_* for its own, TDG_LAKE_* for the
+Iceberg catalog and warehouse it shares with the query service)."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from tdg_core.settings import ServiceSettings
+from tdg_lake.settings import LakeSettings
 
 CATALOG_EVENTS_TOPIC = "tdg.catalog.events"
 CONSENT_EVENTS_TOPIC = "tdg.consent.events"
@@ -20,21 +22,13 @@ def topic_for(dataset_id: str) -> str:
     return TOPIC_PREFIX + dataset_id
 
 
-class IngestSettings(ServiceSettings):
+class IngestSettings(ServiceSettings, LakeSettings):
     grpc_port: int = Field(default=50053, ge=0, le=65535)
     # The worker's consumer group: replicas of one deployment share it.
     ingest_consumer_group: str = CONSUMER_GROUP
     # Partitions of each dataset topic created on DatasetPublished.
     ingest_topic_partitions: int = Field(default=3, ge=1)
     ingest_topic_replication: int = Field(default=1, ge=1)
-    # Iceberg SQL catalog (SQLite by default, PostgreSQL by URL) and its warehouse (a local
-    # directory by default; s3://bucket/prefix with the S3 settings below).
-    ingest_catalog_url: str = "sqlite:///var/ingest/iceberg-catalog.db"
-    ingest_warehouse: str = "var/warehouse"
-    ingest_s3_endpoint: str | None = None
-    ingest_s3_region: str | None = None
-    ingest_s3_access_key_id: SecretStr | None = None
-    ingest_s3_secret_access_key: SecretStr | None = None
     # Micro-batches: a snapshot is committed when either bound is reached.
     ingest_batch_max_records: int = Field(default=100_000, ge=1)
     ingest_batch_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
@@ -52,24 +46,3 @@ class IngestSettings(ServiceSettings):
     # Run the worker (the consumer of the dataset topics) in this process; off for replicas that
     # only serve the gRPC front door.
     ingest_run_worker: bool = True
-
-    def iceberg_properties(self) -> dict[str, str]:
-        """pyiceberg catalog properties for `load_catalog(..., **props)`."""
-        props = {"type": "sql", "uri": self.ingest_catalog_url, "warehouse": self.warehouse_uri()}
-        if self.ingest_s3_endpoint:
-            props["s3.endpoint"] = self.ingest_s3_endpoint
-        if self.ingest_s3_region:
-            props["s3.region"] = self.ingest_s3_region
-        if self.ingest_s3_access_key_id:
-            props["s3.access-key-id"] = self.ingest_s3_access_key_id.get_secret_value()
-        if self.ingest_s3_secret_access_key:
-            props["s3.secret-access-key"] = self.ingest_s3_secret_access_key.get_secret_value()
-        return props
-
-    def warehouse_uri(self) -> str:
-        """file:// for a local directory (made absolute), the URI itself otherwise."""
-        if "://" in self.ingest_warehouse:
-            return self.ingest_warehouse
-        from pathlib import Path
-
-        return Path(self.ingest_warehouse).resolve().as_uri()

@@ -18,31 +18,25 @@ resolved by the catalog, as between processes).
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import structlog
-from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NoSuchTableError,
     TableAlreadyExistsError,
 )
 from pyiceberg.expressions import EqualTo
-from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
+from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
-from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import DayTransform
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from tdg_core.identifiers import parse_dataset_id
+from tdg_lake import offsets as lake_offsets
+from tdg_lake.catalog import open_catalog, table_identifier
+from tdg_lake.offsets import encode_offsets, show_offsets, write_data_files
 
 from tdg_ingest.schema import TableSchema
 
@@ -58,9 +52,6 @@ TABLE_PROPERTIES = {
     TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
 }
 
-# Async drivers other services use in the same kind of URL; pyiceberg's catalog is synchronous.
-_SYNC_DRIVERS = {"postgresql+asyncpg": "postgresql+psycopg2", "sqlite+aiosqlite": "sqlite"}
-
 
 class StaleOffsets(Exception):
     """Someone else (another replica, a zombie) committed these offsets first; `committed` is
@@ -70,7 +61,8 @@ class StaleOffsets(Exception):
         self.dataset_id = dataset_id
         self.committed = committed
         super().__init__(
-            f"{dataset_id}: batch starts at {_show(start)} but the table is at {_show(committed)}"
+            f"{dataset_id}: batch starts at {show_offsets(start)} "
+            f"but the table is at {show_offsets(committed)}"
         )
 
 
@@ -85,24 +77,13 @@ class TableStats:
 
 class Warehouse:
     def __init__(self, properties: dict[str, str]) -> None:
-        props = dict(properties)
-        if "uri" in props:
-            props["uri"] = _sync_url(props["uri"])
-            _make_sqlite_dir(props["uri"])
-        if "warehouse" in props:
-            _make_local_dir(props["warehouse"])
-        self.catalog: Catalog = load_catalog("tdg", **props)
-
-    @staticmethod
-    def identifier(dataset_id: str) -> tuple[str, str]:
-        """(publisher namespace, table name); the id is checked first since it names a path."""
-        return parse_dataset_id(dataset_id, "dataset_id")
+        self.catalog = open_catalog(properties)
 
     # --- tables ---------------------------------------------------------------------------
 
     def ensure_table(self, schema: TableSchema) -> None:
         """Create the table (partitioned by day of event time) or evolve it to `schema`."""
-        ident = self.identifier(schema.dataset_id)
+        ident = table_identifier(schema.dataset_id)
         try:
             self.catalog.create_namespace_if_not_exists(ident[0])
         except IntegrityError:
@@ -136,7 +117,7 @@ class Warehouse:
         log.info("table created", table=".".join(ident))
 
     def load(self, dataset_id: str) -> Table:
-        return self.catalog.load_table(self.identifier(dataset_id))
+        return self.catalog.load_table(table_identifier(dataset_id))
 
     def load_for_write(self, dataset_id: str) -> Table:
         """The table, made sure first that pyiceberg will not rebase a conflicting commit
@@ -251,44 +232,17 @@ class Warehouse:
 # --- helpers shared with maintenance --------------------------------------------------------
 
 
-def write_data_files(table: Table, data: pa.Table) -> list[DataFile]:
-    """Parquet files of `data` laid out by the table's partition spec, not yet committed."""
-    if data.num_rows == 0:
-        return []
-    return list(
-        _dataframe_to_data_files(
-            table_metadata=table.metadata, df=data, io=table.io, write_uuid=uuid.uuid4()
-        )
-    )
-
-
-def encode_offsets(topic: str, offsets: dict[int, int]) -> str:
-    partitions = {str(p): o for p, o in sorted(offsets.items())}
-    return json.dumps({"topic": topic, "partitions": partitions}, separators=(",", ":"))
-
-
 def offsets_in(table: Table, topic: str) -> dict[int, int]:
     """The offsets of `topic` in the newest ancestor of the current snapshot carrying any."""
-    for summary in _offset_summaries(table):
-        decoded = json.loads(summary)
-        if decoded.get("topic") == topic:
-            return {int(p): int(o) for p, o in decoded.get("partitions", {}).items()}
-    return {}
+    return lake_offsets.offsets_in(table, topic, OFFSETS_PROPERTY)
 
 
 def carried_offsets(table: Table) -> dict[str, str]:
     """Snapshot properties that carry the current offsets into a snapshot made by something
     other than a batch (a delete, a compaction), so that it is the newest to hold them."""
-    for summary in _offset_summaries(table):
+    for summary in lake_offsets.offset_summaries(table, OFFSETS_PROPERTY):
         return {OFFSETS_PROPERTY: summary}
     return {}
-
-
-def _offset_summaries(table: Table) -> Iterable[str]:
-    for snapshot in ancestors_of(table.current_snapshot(), table.metadata):
-        value = snapshot.summary.get(OFFSETS_PROPERTY) if snapshot.summary else None
-        if value:
-            yield value
 
 
 def _check_start(dataset_id: str, committed: dict[int, int], start: dict[int, int]) -> None:
@@ -311,27 +265,3 @@ def _evolve(table: Table, target: pa.Schema) -> None:
                 update.make_column_optional(name)
         if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):
             tx.set_properties(dict(TABLE_PROPERTIES))
-
-
-def _sync_url(uri: str) -> str:
-    url = make_url(uri)
-    driver = _SYNC_DRIVERS.get(url.drivername)
-    return url.set(drivername=driver).render_as_string(hide_password=False) if driver else uri
-
-
-def _make_sqlite_dir(uri: str) -> None:
-    url = make_url(uri)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _make_local_dir(warehouse: str) -> None:
-    parsed = urlparse(warehouse)
-    if parsed.scheme == "file":
-        Path(unquote(parsed.path)).mkdir(parents=True, exist_ok=True)
-    elif not parsed.scheme:
-        Path(warehouse).mkdir(parents=True, exist_ok=True)
-
-
-def _show(offsets: dict[int, int]) -> str:
-    return "{" + ", ".join(f"{p}: {o}" for p, o in sorted(offsets.items())) + "}"

@@ -90,17 +90,6 @@ class Batch:
         return {partition: last + 1 for partition, last in self.last.items()}
 
 
-@dataclass
-class Outcome:
-    """What one flush did, for metrics, status and tests."""
-
-    dataset_id: str
-    received: int
-    stored: int
-    rejected: int
-    snapshot_id: int
-
-
 class IngestWorker:
     def __init__(
         self,
@@ -128,8 +117,6 @@ class IngestWorker:
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq_producer: AIOKafkaProducer | None = None
         self._task = Background("ingest-worker", self._run)
-        self.outcomes: asyncio.Queue[Outcome] | None = None  # tests and benches may listen
-        self.healthy = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -172,7 +159,6 @@ class IngestWorker:
                 log.warning("ingest worker failed, restarting", error=str(exc))
                 await asyncio.sleep(1.0)
             finally:
-                self.healthy = False
                 self._rebalancing = False
                 self._batches.clear()
                 self._starts.clear()
@@ -200,7 +186,6 @@ class IngestWorker:
                 await asyncio.sleep(0.2)
                 continue
             fetched = await consumer.getmany(timeout_ms=50, max_records=poll)
-            self.healthy = True
             for tp, records in fetched.items():
                 if tp not in self._starts:
                     # Assigned without a position from its table (the rebalance listener was cut
@@ -300,7 +285,7 @@ class IngestWorker:
             async with self._flush_lock:
                 if self._batches.get(batch.topic) is not batch:
                     return  # dropped by a rebalance meanwhile
-                outcome = await self._flush(consumer, dlq, batch)
+                await self._flush(consumer, dlq, batch)
                 del self._batches[batch.topic]
         except StaleOffsets as exc:
             log.warning("another worker committed first; re-reading", error=str(exc))
@@ -309,7 +294,6 @@ class IngestWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.healthy = False
             batch.failures += 1
             delay = min(0.2 * 2**batch.failures, 5.0)
             batch.retry_at = time.monotonic() + delay
@@ -320,12 +304,9 @@ class IngestWorker:
                 "flush failed, will retry", topic=batch.topic, retry_in_s=delay, error=str(exc)
             )
             return
-        self.healthy = True
         if batch.failures:
             with contextlib.suppress(Exception):  # reassigned meanwhile: nothing is paused
                 consumer.resume(*[tp for tp in consumer.assignment() if tp.topic == batch.topic])
-        if self.outcomes is not None:
-            self.outcomes.put_nowait(outcome)
         with contextlib.suppress(Exception):
             # Advisory only (lag, autoscaling): the table's offsets are the truth.
             await consumer.commit(
@@ -345,9 +326,7 @@ class IngestWorker:
                 if tp.topic == batch.topic:
                     await self._seek(consumer, tp, offsets.get(tp.partition))
 
-    async def _flush(
-        self, consumer: AIOKafkaConsumer, dlq: DeadLetterWriter, batch: Batch
-    ) -> Outcome:
+    async def _flush(self, consumer: AIOKafkaConsumer, dlq: DeadLetterWriter, batch: Batch) -> None:
         entry = self._directory.by_topic(batch.topic)
         if entry is None:
             raise Unavailable(f"no dataset known for topic {batch.topic}")
@@ -406,7 +385,6 @@ class IngestWorker:
             rejected=len(letters),
             snapshot_id=snapshot_id,
         )
-        return Outcome(entry.id, len(records), table.num_rows, len(letters), snapshot_id)
 
     async def _sort(
         self, entry: DatasetEntry, records: Sequence[ConsumerRecord[bytes, bytes]]

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import structlog
 
-from tdg_core.auth import TokenVerifier
+from tdg_core.auth import Principal, TokenVerifier
 from tdg_core.errors import DomainError, PermissionDenied, Unavailable
 from tdg_core.grpc.context import set_decision, set_principal
 from tdg_core.grpc.errors import status_of
@@ -221,25 +221,36 @@ class AuthorizationInterceptor(_BeforeCallInterceptor):
     ) -> None:
         from tdg_core.grpc.context import current_principal
 
-        service, _, rpc = method.lstrip("/").partition("/")
+        rpc = method.lstrip("/").partition("/")[2]
         found = self._resource_of(rpc, request)
         resource = await found if inspect.isawaitable(found) else found
         if dataset_id := resource.get("dataset_id"):
             structlog.contextvars.bind_contextvars(dataset=dataset_id)
-        decision = await self._policy.decide(
-            "tdg.rpc",
-            "decision",
-            {
-                "method": method,
-                "service": service,
-                "rpc": rpc,
-                "subject": current_principal().as_policy_input(),
-                "resource": resource,
-            },
-        )
-        allow = decision.get("allow")
-        if not isinstance(allow, bool):
-            raise Unavailable("policy tdg.rpc.decision returned no boolean 'allow'")
-        if not allow:
-            raise PermissionDenied([str(r) for r in decision.get("reasons", [])])
+        decision = await authorize_call(self._policy, method, current_principal(), resource)
         set_decision(decision)
+
+
+async def authorize_call(
+    policy: PolicyClient, method: str, principal: Principal, resource: dict[str, Any]
+) -> dict[str, Any]:
+    """OPA's `tdg.rpc` decision on a call (`/<package.Service>/<Rpc>`); PermissionDenied with the
+    policy's reasons, Unavailable when it gives no answer. Also used by servers that are not
+    grpc.aio ones (the query service's Arrow Flight server)."""
+    service, _, rpc = method.lstrip("/").partition("/")
+    decision = await policy.decide(
+        "tdg.rpc",
+        "decision",
+        {
+            "method": method,
+            "service": service,
+            "rpc": rpc,
+            "subject": principal.as_policy_input(),
+            "resource": resource,
+        },
+    )
+    allow = decision.get("allow")
+    if not isinstance(allow, bool):
+        raise Unavailable("policy tdg.rpc.decision returned no boolean 'allow'")
+    if not allow:
+        raise PermissionDenied([str(r) for r in decision.get("reasons", [])])
+    return decision

@@ -1,0 +1,1 @@
+"""The query service: governed Arrow queries over gRPC and Arrow Flight."""

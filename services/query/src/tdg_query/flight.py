@@ -1,0 +1,506 @@
+"""Arrow Flight in front of the engine, so pyarrow.flight and ADBC clients work unchanged.
+
+    GetFlightInfo(CMD = a serialized tdg.query.v1.QueryRequest) → the result schema and a ticket
+    DoGet(ticket)                                                → the record batches
+    GetSchema(same descriptor)                                   → the result schema only
+    ListFlights(criteria = a purpose, or empty)                  → one flight per readable dataset
+
+Each call carries `authorization: Bearer <JWT>` and is governed by OPA's `tdg.rpc` decision as a
+gRPC call is; each query by `tdg.read`, inside `Engine.prepare`. GetFlightInfo prepares the query
+and computes its schema without reading data; the single-use ticket it returns is bound to the
+caller's party and expires after `ticket_ttl_s`. DoGet runs the query. Every prepared query gets
+exactly one audit record: answered, refused, cancelled, or never fetched.
+
+Handlers run in Flight's own threads; the asynchronous parts (prepare, OPA) run on the service's
+event loop, the blocking DuckDB parts in the handler's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Coroutine, Generator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import grpc
+import pyarrow as pa
+import structlog
+from google.protobuf.message import DecodeError
+from pyarrow import flight
+from tdg.query.v1 import query_pb2 as qpb
+from tdg_core.auth import Principal, TokenVerifier
+from tdg_core.errors import (
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from tdg_core.grpc.errors import status_of
+from tdg_core.grpc.interceptors import authorize_call
+from tdg_core.policy import PolicyClient
+
+from tdg_query.engine import Cancelled, Engine, Execution, Prepared
+from tdg_query.readable import Readable
+
+log = structlog.get_logger("tdg.query.flight")
+
+SERVICE = "arrow.flight.protocol.FlightService"
+# How often a blocked handler looks whether its caller went away, and how long it waits for the
+# event loop (prepare plans with pyiceberg and may fetch a consent subject set).
+POLL_S = 0.25
+LOOP_TIMEOUT_S = 120.0
+SWEEP_S = 1.0
+TICKET_GONE = "ticket unknown or expired: call GetFlightInfo again"
+STOPPING = "the query service is stopping: run the query again"
+
+T = TypeVar("T")
+
+# pyarrow.flight sends these exceptions with the status codes on the left (checked against a
+# server, pyarrow 26). Flight's own exceptions travel with their message only; the others
+# (ArrowInvalid, ArrowKeyError) also carry a Python traceback in the status details: they are
+# raised `from None`, at one place, so that it shows that place only.
+_FLIGHT_ERRORS: dict[grpc.StatusCode, Callable[[str], Exception]] = {
+    grpc.StatusCode.UNAUTHENTICATED: flight.FlightUnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: flight.FlightUnauthorizedError,
+    grpc.StatusCode.UNAVAILABLE: flight.FlightUnavailableError,
+    grpc.StatusCode.INTERNAL: flight.FlightInternalError,
+    grpc.StatusCode.INVALID_ARGUMENT: pa.ArrowInvalid,
+    grpc.StatusCode.NOT_FOUND: pa.ArrowKeyError,
+}
+
+
+def flight_error(exc: BaseException) -> Exception:
+    """The Flight exception for an error: the gRPC service's status code and message, or, for a
+    code Flight cannot send (RESOURCE_EXHAUSTED…), UNKNOWN with the code's name first."""
+    if isinstance(exc, flight.FlightError):
+        return exc  # type: ignore[no-any-return]
+    if isinstance(exc, Cancelled):
+        return flight.FlightCancelledError(str(exc) or "cancelled")  # type: ignore[no-any-return]
+    code, message = status_of(exc)
+    if code == grpc.StatusCode.INTERNAL:
+        message = "internal error (see the query service's log)"
+    make = _FLIGHT_ERRORS.get(code)
+    if make is None:
+        return flight.FlightServerError(f"{code.name}: {message}")  # type: ignore[no-any-return]
+    return make(message)
+
+
+def _translated(handler: Callable[..., T]) -> Callable[..., T]:
+    """A Flight handler whose errors reach the client as `flight_error` says."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any) -> T:
+        try:
+            return handler(*args)
+        except Exception as exc:
+            if not isinstance(exc, DomainError | Cancelled | flight.FlightError):
+                log.error("flight handler failed", handler=handler.__name__, exc_info=True)
+            raise flight_error(exc) from None
+
+    return wrapper
+
+
+@dataclass
+class _Held(Generic[T]):
+    party: str
+    item: T
+    expires: float
+
+
+class Tickets(Generic[T]):
+    """Single-use tickets, each bound to the party it was issued to; `expire` gets each item that
+    is not claimed in time (or still held at `close`), exactly once and outside the lock."""
+
+    def __init__(
+        self,
+        ttl_s: float,
+        expire: Callable[[T], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._expire = expire
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._held: dict[bytes, _Held[T]] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def issue(self, party: str, item: T) -> bytes:
+        ticket = secrets.token_urlsafe(32).encode()
+        with self._lock:
+            self._held[ticket] = _Held(party, item, self._clock() + self._ttl_s)
+        return ticket
+
+    def claim(self, ticket: bytes, party: str) -> T:
+        """The ticket's item, once; NotFound when unknown or expired, PermissionDenied (and the
+        ticket kept for its party) when issued to another party."""
+        with self._lock:
+            held = self._held.get(ticket)
+            if held is None:
+                raise NotFound(TICKET_GONE)
+            if held.expires <= self._clock():
+                del self._held[ticket]
+            elif held.party != party:
+                raise PermissionDenied(["the ticket was issued to another party"])
+            else:
+                del self._held[ticket]
+                return held.item
+        self._expire(held.item)
+        raise NotFound(TICKET_GONE)
+
+    def sweep(self) -> None:
+        now = self._clock()
+        with self._lock:
+            gone = [t for t, held in self._held.items() if held.expires <= now]
+            items = [self._held.pop(t).item for t in gone]
+        for item in items:
+            self._expire(item)
+
+    def close(self) -> None:
+        with self._lock:
+            items = [held.item for held in self._held.values()]
+            self._held.clear()
+        for item in items:
+            self._expire(item)
+
+
+class _Streams:
+    """The executions blocked reading a batch right now, with their calls: interrupted when the
+    caller goes away or the server stops. A call's context is only valid while the call runs, so
+    it is only looked at under the lock, between `reading`'s entry and exit."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reading: dict[int, tuple[Any, Execution]] = {}
+        self.stopping = False
+
+    @contextmanager
+    def reading(self, context: Any, execution: Execution) -> Iterator[None]:
+        with self._lock:
+            if self.stopping:
+                raise Cancelled("the query service stopped while the query ran")
+            self._reading[id(execution)] = (context, execution)
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._reading[id(execution)]
+
+    def interrupt_cancelled(self) -> None:
+        with self._lock:
+            for context, execution in self._reading.values():
+                if context.is_cancelled():
+                    execution.interrupt()
+
+    def interrupt_all(self) -> None:
+        with self._lock:
+            self.stopping = True
+            for _, execution in self._reading.values():
+                execution.interrupt()
+
+
+class _Authenticated(flight.ServerMiddleware):  # type: ignore[misc]
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+
+class _Authentication(flight.ServerMiddlewareFactory):  # type: ignore[misc]
+    """Verifies the bearer token of every call, as the gRPC server does."""
+
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self._verifier = verifier
+
+    def start_call(self, info: Any, headers: dict[str, list[Any]]) -> _Authenticated:
+        values = headers.get("authorization") or [None]
+        value = values[0].decode() if isinstance(values[0], bytes) else values[0]
+        try:
+            principal = self._verifier.verify(value)
+        except Unauthenticated as exc:
+            raise flight.FlightUnauthenticatedError(str(exc)) from None
+        return _Authenticated(principal)
+
+
+def query_request(descriptor: Any) -> qpb.QueryRequest:
+    """The query a descriptor carries: a command, the bytes of a tdg.query.v1.QueryRequest."""
+    if descriptor.descriptor_type != flight.DescriptorType.CMD:
+        raise InvalidArgument(
+            "descriptor",
+            "must be a command holding a serialized tdg.query.v1.QueryRequest "
+            "(FlightDescriptor.for_command(request.SerializeToString())); paths are not served",
+        )
+    request = qpb.QueryRequest()
+    try:
+        request.ParseFromString(descriptor.command)
+    except DecodeError as exc:
+        raise InvalidArgument(
+            "descriptor.cmd", f"is not a serialized tdg.query.v1.QueryRequest: {exc}"
+        ) from None
+    return request
+
+
+def dataset_resource(dataset_id: str) -> dict[str, Any]:
+    """tdg.rpc's `resource` for a call on a dataset, as the gRPC service sends it (a dataset id is
+    `<publisher>.<name>`)."""
+    if not dataset_id:
+        return {}
+    publisher = dataset_id.partition(".")[0]
+    return {"dataset_id": dataset_id, "dataset": {"id": dataset_id, "publisher": publisher}}
+
+
+def purpose_of(criteria: bytes) -> str:
+    try:
+        return criteria.decode().strip()
+    except UnicodeDecodeError:
+        raise InvalidArgument("criteria", "must be a purpose in UTF-8, or empty") from None
+
+
+class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
+    def __init__(
+        self,
+        location: str,
+        engine: Engine,
+        readable: Readable,
+        verifier: TokenVerifier,
+        policy: PolicyClient,
+        loop: asyncio.AbstractEventLoop,
+        ticket_ttl_s: float,
+    ) -> None:
+        # Set before the base class starts the server: calls may come in right away.
+        self._engine = engine
+        self._readable = readable
+        self._policy = policy
+        self._loop = loop
+        self._tickets: Tickets[Prepared] = Tickets(ticket_ttl_s, self._expired)
+        self._streams = _Streams()
+        self._stopped = threading.Event()
+        self._watch = threading.Thread(target=self._watching, name="flight-watch", daemon=True)
+        super().__init__(location, middleware={"auth": _Authentication(verifier)})
+        self._watch.start()
+
+    def shutdown(self) -> None:
+        """Stop: running queries end with UNAVAILABLE, unclaimed tickets are audited."""
+        self._streams.interrupt_all()
+        super().shutdown()
+        self._stopped.set()
+        self._watch.join()
+        self._tickets.close()
+
+    # The Flight methods.
+
+    @_translated
+    def get_flight_info(self, context: Any, descriptor: Any) -> Any:
+        request = query_request(descriptor)
+        principal = self._authorize(context, "GetFlightInfo", dataset_resource(request.dataset_id))
+        prepared = self._prepare(context, principal, request)
+        schema = self._schema(prepared)
+        ticket = self._tickets.issue(principal.party, prepared)
+        return flight.FlightInfo(
+            schema,
+            descriptor,
+            [flight.FlightEndpoint(ticket, [])],
+            total_records=-1,
+            total_bytes=-1,
+        )
+
+    @_translated
+    def get_schema(self, context: Any, descriptor: Any) -> Any:
+        request = query_request(descriptor)
+        principal = self._authorize(context, "GetSchema", dataset_resource(request.dataset_id))
+        prepared = self._prepare(context, principal, request)
+        schema = self._schema(prepared)
+        # Answered: the schema is all that was asked (no rows read).
+        self._engine.finish(prepared, None, None)
+        return flight.SchemaResult(schema)
+
+    @_translated
+    def do_get(self, context: Any, ticket: Any) -> Any:
+        prepared = self._tickets.claim(ticket.ticket, self._principal(context).party)
+        try:
+            self._authorize(context, "DoGet", dataset_resource(prepared.request.dataset_id))
+            if self._streams.stopping:
+                raise Unavailable(STOPPING)
+            # Blocking, and DuckDB runs the query's blocking parts (aggregates, sort) right here.
+            execution = self._engine.open(prepared)
+        except BaseException as exc:
+            self._engine.finish(prepared, None, exc)
+            raise
+        batches = self._batches(context, prepared, execution)
+        next(batches)
+        try:
+            return flight.GeneratorStream(execution.schema, batches)
+        except BaseException:
+            batches.close()
+            raise
+
+    @_translated
+    def list_flights(self, context: Any, criteria: bytes) -> list[Any]:
+        purpose = purpose_of(criteria)
+        principal = self._authorize(context, "ListFlights", {})
+        found = self._on_loop(context, self._readable.datasets(principal, purpose))
+        return [
+            flight.FlightInfo(
+                pa.schema([]),
+                flight.FlightDescriptor.for_command(
+                    qpb.QueryRequest(
+                        dataset_id=d.dataset_id, purpose=d.purposes[0]
+                    ).SerializeToString()
+                ),
+                [],
+                total_records=-1,
+                total_bytes=-1,
+                app_metadata=json.dumps(
+                    {"dataset_id": d.dataset_id, "title": d.title, "purposes": d.purposes}
+                ).encode(),
+            )
+            for d in found
+        ]
+
+    # The parts.
+
+    def _batches(
+        self, context: Any, prepared: Prepared, execution: Execution
+    ) -> Generator[pa.RecordBatch | None, None, None]:
+        """The answer, batch by batch, audited when it ends however it ends (as the gRPC stream).
+        Primed by one `next` so that, from then on, dropping it unread still runs the finally."""
+        error: BaseException | None = None
+        try:
+            yield None
+            while True:
+                if self._streams.stopping:
+                    raise Cancelled("the query service stopped while the query ran")
+                if context.is_cancelled():
+                    raise Cancelled("the caller cancelled the query or its deadline passed")
+                with self._streams.reading(context, execution):
+                    batch = execution.next_batch()
+                if batch is None:
+                    break
+                yield batch
+        except GeneratorExit:
+            error = Cancelled("the caller stopped reading")
+            raise
+        except Exception as exc:
+            error, answer = self._failed(context, exc)
+            raise answer from None
+        finally:
+            execution.close()
+            self._engine.finish(prepared, execution, error)
+
+    def _failed(self, context: Any, exc: Exception) -> tuple[BaseException, Exception]:
+        """What the audit records, and what the caller gets, when a stream fails."""
+        if isinstance(exc, DomainError):
+            return exc, flight_error(exc)
+        if self._streams.stopping:
+            return Cancelled("the query service stopped while the query ran"), flight_error(
+                Unavailable(STOPPING)
+            )
+        # Interrupted because the caller went away (DuckDB's interruption may surface as OSError).
+        if isinstance(exc, Cancelled) or context.is_cancelled():
+            cancelled = exc if isinstance(exc, Cancelled) else Cancelled("the caller cancelled")
+            return cancelled, flight_error(cancelled)
+        return exc, flight_error(Unavailable(f"the query failed: {exc}"))
+
+    def _principal(self, context: Any) -> Principal:
+        middleware = context.get_middleware("auth")
+        if middleware is None:  # cannot happen: the middleware refuses calls without a token
+            raise Unauthenticated("no authenticated caller")
+        principal: Principal = middleware.principal
+        return principal
+
+    def _authorize(self, context: Any, rpc: str, resource: dict[str, Any]) -> Principal:
+        """OPA's tdg.rpc decision on the call, asked as the gRPC AuthorizationInterceptor does."""
+        principal = self._principal(context)
+        self._on_loop(
+            context, authorize_call(self._policy, f"/{SERVICE}/{rpc}", principal, resource)
+        )
+        return principal
+
+    def _prepare(self, context: Any, principal: Principal, request: qpb.QueryRequest) -> Prepared:
+        return self._on_loop(
+            context,
+            self._engine.prepare(principal, request, "flight"),
+            # A query prepared after its caller left is audited all the same.
+            late=lambda p: self._engine.finish(p, None, Cancelled("the caller left first")),
+        )
+
+    def _schema(self, prepared: Prepared) -> pa.Schema:
+        """The result's schema without reading data: DuckDB answers `LIMIT 0` with an empty
+        result and no scan, whereas opening the statement itself runs its blocking parts
+        (aggregates, sort). Audited with the error when it cannot be had."""
+        statement = prepared.statement
+        assert statement is not None
+        probe = dataclasses.replace(
+            prepared,
+            statement=dataclasses.replace(
+                statement, sql=f"SELECT * FROM ({statement.sql}) LIMIT 0"
+            ),
+        )
+        try:
+            execution = self._engine.open(probe)
+        except BaseException as exc:
+            self._engine.finish(prepared, None, exc)
+            raise
+        try:
+            schema: pa.Schema = execution.schema
+            return schema
+        finally:
+            execution.close()
+
+    def _on_loop(
+        self,
+        context: Any,
+        work: Coroutine[Any, Any, T],
+        late: Callable[[T], None] | None = None,
+    ) -> T:
+        """`work`'s result, run on the service's event loop. Given up when the caller goes away
+        or the loop does not answer in time; then `late` gets the result if it comes after all."""
+        try:
+            future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        except RuntimeError:  # the loop is closed
+            work.close()
+            raise Unavailable(STOPPING) from None
+        deadline = time.monotonic() + LOOP_TIMEOUT_S
+        while not future.done():
+            concurrent.futures.wait([future], timeout=POLL_S)
+            if future.done():
+                break
+            if context.is_cancelled() or time.monotonic() > deadline:
+                if late is None:
+                    future.cancel()
+                else:
+                    future.add_done_callback(functools.partial(_deliver_late, late))
+                if context.is_cancelled():
+                    raise Cancelled("the caller cancelled the call")
+                raise Unavailable(f"the query service did not answer within {LOOP_TIMEOUT_S}s")
+        if future.cancelled():  # by the loop, which is stopping
+            raise Unavailable(STOPPING)
+        return future.result()
+
+    def _expired(self, prepared: Prepared) -> None:
+        self._engine.finish(prepared, None, Cancelled("the ticket expired before DoGet"))
+
+    def _watching(self) -> None:
+        swept = time.monotonic()
+        while not self._stopped.wait(POLL_S):
+            self._streams.interrupt_cancelled()
+            if time.monotonic() - swept >= SWEEP_S:
+                swept = time.monotonic()
+                try:
+                    self._tickets.sweep()
+                except Exception:
+                    log.exception("expiring flight tickets failed")
+
+
+def _deliver_late(late: Callable[[T], None], future: concurrent.futures.Future[T]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        late(future.result())

@@ -1,0 +1,482 @@
+"""A `QueryRequest` checked against the dataset's schema: the typed query the engine plans.
+
+Everything the caller sends is checked here, before OPA is asked: names must be columns of the
+dataset, literals must fit their column's type, expressions are bounded in depth and size. What
+comes out is plain data (`Query`); the SQL builder only ever sees that, never request text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tdg.catalog.v1 import catalog_pb2 as cpb
+from tdg.query.v1 import query_pb2 as qpb
+from tdg_core.errors import InvalidArgument
+from tdg_core.identifiers import parse_dataset_id
+
+# Bounds on what one request may ask; generous for real use, small enough that a hostile request
+# cannot make the planner or DuckDB's parser work for long.
+MAX_DEPTH = 32
+MAX_NODES = 1_000
+MAX_IN_VALUES = 1_000
+MAX_LITERALS = 10_000
+MAX_COLUMNS = 500
+MAX_STRING_BYTES = 64 * 1024
+_ALIAS = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+INT32 = (-(2**31), 2**31 - 1)
+
+Value = bool | int | float | str | date | datetime | Decimal
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # the catalog's type text
+
+
+@dataclass(frozen=True)
+class Comparison:
+    column: str
+    op: str  # = != < <= > >=
+    value: Value
+
+
+@dataclass(frozen=True)
+class InList:
+    column: str
+    values: tuple[Value, ...]
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Between:
+    column: str
+    low: Value
+    high: Value
+
+
+@dataclass(frozen=True)
+class IsNull:
+    column: str
+    negated: bool
+
+
+@dataclass(frozen=True)
+class Junction:
+    op: str  # AND | OR
+    operands: tuple[Expr, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Expr
+
+
+Expr = Comparison | InList | Between | IsNull | Junction | Not
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    function: str  # count sum min max avg count_distinct
+    column: str  # "" for count(*)
+    alias: str
+
+
+@dataclass(frozen=True)
+class Order:
+    column: str
+    descending: bool
+
+
+@dataclass(frozen=True)
+class Query:
+    dataset_id: str
+    purpose: str
+    columns: tuple[str, ...]  # empty: every column the caller may see (raw rows only)
+    filter: Expr | None
+    group_by: tuple[str, ...]
+    aggregates: tuple[Aggregate, ...]
+    order_by: tuple[Order, ...]
+    limit: int | None
+    snapshot_id: int | None
+    as_of: datetime | None
+    schema: tuple[Column, ...] = field(repr=False)
+    event_time_column: str = ""
+
+    @property
+    def aggregating(self) -> bool:
+        return bool(self.aggregates)
+
+    def column_type(self, name: str) -> str:
+        for c in self.schema:
+            if c.name == name:
+                return c.type
+        raise KeyError(name)
+
+    def filter_columns(self) -> list[str]:
+        return sorted(set(_columns_of(self.filter))) if self.filter else []
+
+    def order_columns(self) -> list[str]:
+        """Order-by names that are dataset columns (aliases of aggregates are not)."""
+        names = {c.name for c in self.schema}
+        aliases = {a.alias for a in self.aggregates}
+        return [o.column for o in self.order_by if o.column in names and o.column not in aliases]
+
+    def policy_aggregates(self) -> list[dict[str, str]]:
+        return [{"function": a.function, "column": a.column or "*"} for a in self.aggregates]
+
+
+def _columns_of(expr: Expr) -> list[str]:
+    if isinstance(expr, Junction):
+        return [c for operand in expr.operands for c in _columns_of(operand)]
+    if isinstance(expr, Not):
+        return _columns_of(expr.operand)
+    return [expr.column]
+
+
+_COMPARISONS = {
+    qpb.COMPARISON_OPERATOR_EQ: "=",
+    qpb.COMPARISON_OPERATOR_NE: "!=",
+    qpb.COMPARISON_OPERATOR_LT: "<",
+    qpb.COMPARISON_OPERATOR_LE: "<=",
+    qpb.COMPARISON_OPERATOR_GT: ">",
+    qpb.COMPARISON_OPERATOR_GE: ">=",
+}
+
+_FUNCTIONS = {
+    qpb.AGGREGATE_FUNCTION_COUNT: "count",
+    qpb.AGGREGATE_FUNCTION_SUM: "sum",
+    qpb.AGGREGATE_FUNCTION_MIN: "min",
+    qpb.AGGREGATE_FUNCTION_MAX: "max",
+    qpb.AGGREGATE_FUNCTION_AVG: "avg",
+    qpb.AGGREGATE_FUNCTION_COUNT_DISTINCT: "count_distinct",
+}
+
+_NUMERIC = ("int32", "int64", "float32", "float64")
+
+
+def is_numeric(type_text: str) -> bool:
+    return type_text in _NUMERIC or type_text.startswith("decimal(")
+
+
+def request_json(request: qpb.QueryRequest) -> str:
+    """The request as the audit trail keeps it (protobuf text when JSON cannot hold it: an
+    out-of-range timestamp, refused as such, must still be audited)."""
+    try:
+        return json_format.MessageToJson(request, indent=None, sort_keys=True)
+    except (ValueError, json_format.Error):
+        return text_format.MessageToString(request, as_one_line=True)
+
+
+def check_request(request: qpb.QueryRequest, dataset: cpb.Dataset) -> Query:
+    """The typed query, or InvalidArgument naming the first field that is wrong."""
+    types = {c.name: c.type.strip() for c in dataset.schema.columns}
+    checker = _Checker(types)
+    if not request.purpose:
+        raise InvalidArgument(
+            "purpose", "is required: why the data is read, e.g. 'mobility-planning'"
+        )
+    columns = checker.names(request.columns, "columns")
+    group_by = checker.names(request.group_by, "group_by")
+    checker._grouped = set(group_by)
+    aggregates = checker.aggregates(request.aggregates)
+    if group_by and not aggregates:
+        raise InvalidArgument("group_by", "needs at least one aggregate")
+    if aggregates and columns:
+        extra = [c for c in columns if c not in group_by]
+        if extra:
+            raise InvalidArgument(
+                "columns",
+                f"{extra[0]!r} is neither grouped nor aggregated: with aggregates, the result is "
+                "the group-by columns then the aggregates",
+            )
+    expr = checker.expression(request.filter, "filter", 0) if request.HasField("filter") else None
+    time_filter = _time_range(request, dataset.schema.event_time_column, types)
+    if time_filter is not None:
+        expr = time_filter if expr is None else Junction("AND", (expr, time_filter))
+    result_names = (
+        set(group_by) | {a.alias for a in aggregates}
+        if aggregates
+        else (set(columns) if columns else set(types))
+    )
+    order_by = []
+    for i, order in enumerate(request.order_by):
+        name = order.column
+        if name not in result_names:
+            raise InvalidArgument(
+                f"order_by[{i}].column",
+                f"{name!r} is not a column of the result"
+                + (" (order by a group-by column or an aggregate's alias)" if aggregates else ""),
+            )
+        order_by.append(Order(name, order.descending))
+    limit: int | None = None
+    if request.HasField("limit"):
+        if request.limit <= 0:
+            raise InvalidArgument(
+                "limit", f"must be a positive number of rows, got {request.limit}"
+            )
+        limit = request.limit
+    snapshot_id: int | None = None
+    as_of: datetime | None = None
+    which = request.WhichOneof("as_of")
+    if which == "snapshot_id":
+        if request.snapshot_id <= 0:
+            raise InvalidArgument("snapshot_id", "must be a snapshot id of the table (positive)")
+        snapshot_id = request.snapshot_id
+    elif which == "as_of_time":
+        as_of = _timestamp(request.as_of_time, "as_of_time")
+    return Query(
+        dataset_id=request.dataset_id,
+        purpose=request.purpose,
+        columns=tuple(columns),
+        filter=expr,
+        group_by=tuple(group_by),
+        aggregates=tuple(aggregates),
+        order_by=tuple(order_by),
+        limit=limit,
+        snapshot_id=snapshot_id,
+        as_of=as_of,
+        schema=tuple(Column(n, t) for n, t in types.items()),
+        event_time_column=dataset.schema.event_time_column,
+    )
+
+
+def check_dataset_id(request: qpb.QueryRequest) -> None:
+    parse_dataset_id(request.dataset_id, "dataset_id")
+
+
+def _time_range(request: qpb.QueryRequest, column: str, types: dict[str, str]) -> Expr | None:
+    if not request.HasField("time_range"):
+        return None
+    if not column or column not in types:
+        raise InvalidArgument("time_range", "the dataset has no event-time column")
+    parts: list[Expr] = []
+    tr = request.time_range
+    daily = types[column] == "date"
+    if tr.HasField("start"):
+        start = _timestamp(tr.start, "time_range.start")
+        parts.append(Comparison(column, ">=", start.date() if daily else start))
+    if tr.HasField("end"):
+        end = _timestamp(tr.end, "time_range.end")
+        # A day is kept when it overlaps the range: the end's day too, unless it ends at 0:00.
+        if daily:
+            midnight = end == datetime.combine(end.date(), datetime.min.time(), tzinfo=UTC)
+            day = end.date() if midnight else end.date() + timedelta(days=1)
+            parts.append(Comparison(column, "<", day))
+        else:
+            parts.append(Comparison(column, "<", end))
+    if (
+        tr.HasField("start")
+        and tr.HasField("end")
+        and tr.end.ToNanoseconds() <= tr.start.ToNanoseconds()
+    ):
+        raise InvalidArgument("time_range.end", "must be after time_range.start")
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else Junction("AND", tuple(parts))
+
+
+def _timestamp(ts: Any, field_name: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(ts.seconds, tz=UTC).replace(microsecond=ts.nanos // 1000)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise InvalidArgument(field_name, "is not a representable instant") from exc
+
+
+class _Checker:
+    def __init__(self, types: dict[str, str]) -> None:
+        self._types = types
+        self._grouped: set[str] = set()  # result names an alias may not take
+        self._nodes = 0
+        self._literals = 0
+
+    def _column(self, name: str, field_name: str) -> str:
+        if not name:
+            raise InvalidArgument(field_name, "names no column")
+        if name not in self._types:
+            raise InvalidArgument(field_name, f"{name[:100]!r} is not a column of the dataset")
+        return name
+
+    def names(self, names: Any, field_name: str) -> list[str]:
+        if len(names) > MAX_COLUMNS:
+            raise InvalidArgument(field_name, f"at most {MAX_COLUMNS} columns")
+        seen: list[str] = []
+        for i, name in enumerate(names):
+            self._column(name, f"{field_name}[{i}]")
+            if name in seen:
+                raise InvalidArgument(f"{field_name}[{i}]", f"{name!r} is listed twice")
+            seen.append(name)
+        return seen
+
+    def aggregates(self, aggregates: Any) -> list[Aggregate]:
+        out: list[Aggregate] = []
+        aliases: set[str] = set()
+        if len(aggregates) > MAX_COLUMNS:
+            raise InvalidArgument("aggregates", f"at most {MAX_COLUMNS} aggregates")
+        for i, agg in enumerate(aggregates):
+            f = f"aggregates[{i}]"
+            function = _FUNCTIONS.get(agg.function)
+            if function is None:
+                raise InvalidArgument(
+                    f"{f}.function", f"one of {', '.join(_FUNCTIONS.values())} is required"
+                )
+            column = agg.column
+            if column in ("", "*"):
+                if function != "count":
+                    raise InvalidArgument(f"{f}.column", f"{function} needs a column")
+                column = ""
+            else:
+                self._column(column, f"{f}.column")
+                kind = self._types[column]
+                if function in ("sum", "avg") and not is_numeric(kind):
+                    raise InvalidArgument(
+                        f"{f}.column", f"{function} needs a number, {column!r} is {kind}"
+                    )
+                if function in ("min", "max") and kind.startswith("list<"):
+                    raise InvalidArgument(f"{f}.column", f"{function} of a list is not supported")
+            alias = agg.alias or (f"{function}_{column}" if column else function)
+            if agg.alias and not _ALIAS.fullmatch(alias):
+                raise InvalidArgument(
+                    f"{f}.alias",
+                    "up to 63 lowercase letters, digits or underscores, not starting with a digit",
+                )
+            if alias in aliases or alias in self._grouped:
+                raise InvalidArgument(f"{f}.alias", f"{alias!r} is already a result column name")
+            aliases.add(alias)
+            out.append(Aggregate(function, column, alias))
+        return out
+
+    def expression(self, expr: qpb.Expression, f: str, depth: int) -> Expr:
+        self._nodes += 1
+        if depth > MAX_DEPTH:
+            raise InvalidArgument(f, f"expressions nest at most {MAX_DEPTH} deep")
+        if self._nodes > MAX_NODES:
+            raise InvalidArgument("filter", f"at most {MAX_NODES} expression nodes")
+        kind = expr.WhichOneof("kind")
+        if kind == "comparison":
+            c = expr.comparison
+            column = self._column(c.column, f"{f}.comparison.column")
+            op = _COMPARISONS.get(c.op)
+            if op is None:
+                raise InvalidArgument(
+                    f"{f}.comparison.op", "an operator is required (EQ, NE, LT, LE, GT, GE)"
+                )
+            self._comparable(column, f"{f}.comparison.column")
+            return Comparison(column, op, self.literal(c.value, column, f"{f}.comparison.value"))
+        if kind == "in_list":
+            c2 = expr.in_list
+            column = self._column(c2.column, f"{f}.in_list.column")
+            self._comparable(column, f"{f}.in_list.column")
+            if not c2.values:
+                raise InvalidArgument(f"{f}.in_list.values", "needs at least one value")
+            if len(c2.values) > MAX_IN_VALUES:
+                raise InvalidArgument(
+                    f"{f}.in_list.values", f"at most {MAX_IN_VALUES} values, got {len(c2.values)}"
+                )
+            values = tuple(
+                self.literal(v, column, f"{f}.in_list.values[{i}]") for i, v in enumerate(c2.values)
+            )
+            return InList(column, values, c2.negated)
+        if kind == "between":
+            b = expr.between
+            column = self._column(b.column, f"{f}.between.column")
+            self._comparable(column, f"{f}.between.column")
+            return Between(
+                column,
+                self.literal(b.low, column, f"{f}.between.low"),
+                self.literal(b.high, column, f"{f}.between.high"),
+            )
+        if kind == "is_null":
+            return IsNull(
+                self._column(expr.is_null.column, f"{f}.is_null.column"), expr.is_null.negated
+            )
+        if kind in ("and", "or"):
+            junction = getattr(expr, kind)
+            if not junction.operands:
+                raise InvalidArgument(f"{f}.{kind}.operands", "needs at least one operand")
+            return Junction(
+                kind.upper(),
+                tuple(
+                    self.expression(o, f"{f}.{kind}.operands[{i}]", depth + 1)
+                    for i, o in enumerate(junction.operands)
+                ),
+            )
+        if kind == "not":
+            return Not(self.expression(getattr(expr, "not"), f"{f}.not", depth + 1))
+        raise InvalidArgument(
+            f, "an expression is required (comparison, in_list, between, is_null, and, or, not)"
+        )
+
+    def _comparable(self, column: str, f: str) -> None:
+        if self._types[column].startswith("list<"):
+            raise InvalidArgument(f, f"{column!r} is a list: only IS NULL applies to it")
+
+    def literal(self, lit: qpb.Literal, column: str, f: str) -> Value:
+        self._literals += 1
+        if self._literals > MAX_LITERALS:
+            raise InvalidArgument("filter", f"at most {MAX_LITERALS} literals")
+        kind = self._types[column]
+        which = lit.WhichOneof("value")
+        if which is None:
+            raise InvalidArgument(f, f"a value is required (column {column!r} is {kind})")
+        value = getattr(lit, which)
+
+        def wrong() -> InvalidArgument:
+            return InvalidArgument(
+                f, f"column {column!r} is {kind}, got a {which.removesuffix('_value')}"
+            )
+
+        if kind == "string":
+            if which != "string_value":
+                raise wrong()
+            if len(value.encode()) > MAX_STRING_BYTES:
+                raise InvalidArgument(f, f"strings are at most {MAX_STRING_BYTES} bytes")
+            return str(value)
+        if kind == "bool":
+            if which != "bool_value":
+                raise wrong()
+            return bool(value)
+        if kind in ("int32", "int64"):
+            if which != "int_value":
+                raise wrong()
+            if kind == "int32" and not INT32[0] <= value <= INT32[1]:
+                raise InvalidArgument(f, f"{value} is out of the int32 range of column {column!r}")
+            return int(value)
+        if kind in ("float32", "float64"):
+            if which == "int_value":
+                return float(value)
+            if which != "double_value":
+                raise wrong()
+            if not math.isfinite(value):
+                raise InvalidArgument(f, "must be a finite number")
+            return float(value)
+        if kind.startswith("decimal("):
+            if which == "int_value":
+                return Decimal(value)
+            if which != "decimal_value":
+                raise wrong()
+            try:
+                number = Decimal(value)
+            except InvalidOperation as exc:
+                raise InvalidArgument(f, f"{value[:40]!r} is not a decimal number") from exc
+            if not number.is_finite():
+                raise InvalidArgument(f, "must be a finite number")
+            return number
+        if kind == "date":
+            if which != "date_value":
+                raise wrong()
+            try:
+                return date.fromisoformat(value)
+            except ValueError as exc:
+                raise InvalidArgument(f, f"{value[:40]!r} is not a date YYYY-MM-DD") from exc
+        if kind == "timestamp":
+            if which != "timestamp_value":
+                raise wrong()
+            return _timestamp(value, f)
+        raise InvalidArgument(f, f"column {column!r} of type {kind} cannot be compared")
