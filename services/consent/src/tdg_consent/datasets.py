@@ -9,6 +9,9 @@ ago), and only then answers NOT_FOUND.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.events.v1 import catalog_events_pb2 as cev
@@ -64,11 +67,20 @@ class DatasetDirectory:
         found = await self._find(dataset_id)
         stale = found is None or (published and found.status == "draft")
         if stale and self._catch_up_s > 0:
+            deadline = time.monotonic() + self._catch_up_s
             try:
                 await self.follower.catch_up(self._catch_up_s)
+                found = await self._find(dataset_id)
+                # A draft just published: its event leaves the catalog's outbox a moment after
+                # the call that published it returns, so the topic's end may not hold it yet.
+                while published and found is not None and found.status == "draft":
+                    if time.monotonic() >= deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                    await self.follower.catch_up(max(deadline - time.monotonic(), 0.1))
+                    found = await self._find(dataset_id)
             except Unavailable as exc:
                 raise Unavailable(f"{exc}: cannot tell whether the dataset exists") from exc
-            found = await self._find(dataset_id)
         if found is None:
             raise NotFound(f"dataset '{dataset_id}' not found in the catalog")
         return found
