@@ -184,8 +184,7 @@ def check_request(request: qpb.QueryRequest, dataset: cpb.Dataset) -> Query:
         )
     columns = checker.names(request.columns, "columns")
     group_by = checker.names(request.group_by, "group_by")
-    checker._grouped = set(group_by)
-    aggregates = checker.aggregates(request.aggregates)
+    aggregates = checker.aggregates(request.aggregates, grouped=set(group_by))
     if group_by and not aggregates:
         raise InvalidArgument("group_by", "needs at least one aggregate")
     if aggregates and columns:
@@ -292,7 +291,6 @@ def _timestamp(ts: Any, field_name: str) -> datetime:
 class _Checker:
     def __init__(self, types: dict[str, str]) -> None:
         self._types = types
-        self._grouped: set[str] = set()  # result names an alias may not take
         self._nodes = 0
         self._literals = 0
 
@@ -314,7 +312,8 @@ class _Checker:
             seen.append(name)
         return seen
 
-    def aggregates(self, aggregates: Any) -> list[Aggregate]:
+    def aggregates(self, aggregates: Any, grouped: set[str]) -> list[Aggregate]:
+        """Checked aggregates; an alias may not take a group-by column's name (`grouped`)."""
         out: list[Aggregate] = []
         aliases: set[str] = set()
         if len(aggregates) > MAX_COLUMNS:
@@ -346,7 +345,7 @@ class _Checker:
                     f"{f}.alias",
                     "up to 63 lowercase letters, digits or underscores, not starting with a digit",
                 )
-            if alias in aliases or alias in self._grouped:
+            if alias in aliases or alias in grouped:
                 raise InvalidArgument(f"{f}.alias", f"{alias!r} is already a result column name")
             aliases.add(alias)
             out.append(Aggregate(function, column, alias))

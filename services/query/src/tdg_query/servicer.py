@@ -106,7 +106,7 @@ async def stream(engine: Engine, prepared: Prepared) -> AsyncIterator[Answer]:
             if batch is None:
                 break
             yield encode_batch(batch)
-        yield qpb.QueryResponse(summary=summary(engine, prepared, execution))
+        yield qpb.QueryResponse(summary=summary(prepared, execution))
     except asyncio.CancelledError:
         error = Cancelled("the caller cancelled the query or its deadline passed")
         execution.interrupt()
@@ -126,7 +126,7 @@ async def stream(engine: Engine, prepared: Prepared) -> AsyncIterator[Answer]:
         engine.finish(prepared, execution, error)
 
 
-def summary(engine: Engine, prepared: Prepared, execution: Execution) -> qpb.QuerySummary:
+def summary(prepared: Prepared, execution: Execution) -> qpb.QuerySummary:
     return qpb.QuerySummary(
         rows=execution.rows,
         bytes=execution.bytes,
