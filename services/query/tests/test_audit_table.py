@@ -12,12 +12,12 @@ from pyiceberg.catalog.sql import SqlCatalog
 from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord, ColumnTreatment
 from tdg_core.events import CloudEvent
+from tdg_lake.offsets import StaleOffsets
 from tdg_query.audit import audit_event
 from tdg_query.audit_table import (
     AUDIT_TABLE,
     OFFSETS_PROPERTY,
     AuditTable,
-    StaleOffsets,
     _Batch,
     decode,
 )

@@ -8,15 +8,20 @@ else. The ingest service (the datasets' topics) and the query service (its audit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import pyarrow as pa
+import structlog
+from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
+
+log = structlog.get_logger("tdg.lake.offsets")
 
 
 def write_data_files(table: Table, data: pa.Table) -> list[DataFile]:
@@ -55,3 +60,66 @@ def offsets_in(table: Table, topic: str, prop: str) -> dict[int, int]:
 
 def show_offsets(offsets: dict[int, int]) -> str:
     return "{" + ", ".join(f"{p}: {o}" for p, o in sorted(offsets.items())) + "}"
+
+
+# Commit attempts before giving up on a table other writers keep changing.
+COMMIT_ATTEMPTS = 5
+
+
+class StaleOffsets(Exception):
+    """Someone else (another replica, a zombie) committed these offsets first; `committed` is
+    what the table holds now, where the caller should resume."""
+
+    def __init__(self, name: str, committed: dict[int, int], start: dict[int, int]) -> None:
+        self.name = name
+        self.committed = committed
+        super().__init__(
+            f"{name}: batch starts at {show_offsets(start)} "
+            f"but the table is at {show_offsets(committed)}"
+        )
+
+
+def append_exactly_once(
+    table: Table,
+    reload: Callable[[], Table],
+    data: pa.Table,
+    topic: str,
+    prop: str,
+    start: dict[int, int],
+    end: dict[int, int],
+    properties: Mapping[str, str] | None = None,
+) -> int:
+    """Append `data` (possibly empty) in one snapshot whose `prop` carries the offsets of `topic`
+    advanced to `end`; StaleOffsets when the table is not at `start` (a partition the table holds
+    no offset for is accepted from wherever the batch began). On a commit conflict the table is
+    `reload`ed and its offsets checked again: pyiceberg's own retry (switched off on these tables)
+    would re-apply the append on top of the other writer's. Returns the new snapshot id."""
+    name = ".".join(table.name())
+    files: list[DataFile] | None = None
+    try:
+        for attempt in range(COMMIT_ATTEMPTS):
+            if attempt:
+                table = reload()
+            committed = offsets_in(table, topic, prop)
+            if any(p in committed and committed[p] != s for p, s in start.items()):
+                raise StaleOffsets(name, committed, start)
+            if files is None:  # written once, committed by whichever attempt succeeds
+                files = write_data_files(table, data)
+            summary = {**(properties or {}), prop: encode_offsets(topic, {**committed, **end})}
+            tx = table.transaction()
+            with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
+                for data_file in files:
+                    append.append_data_file(data_file)
+            try:
+                tx.commit_transaction()
+            except CommitFailedException:
+                log.info("commit conflict, re-checking offsets", table=name)
+                continue
+            return int(append.snapshot_id)
+        raise CommitFailedException(f"{name}: {COMMIT_ATTEMPTS} commit conflicts in a row")
+    except (StaleOffsets, CommitFailedException):
+        # Every attempt was refused by the catalog, so no snapshot holds these files.
+        for data_file in files or ():
+            with contextlib.suppress(Exception):
+                table.io.delete(data_file.file_path)
+        raise

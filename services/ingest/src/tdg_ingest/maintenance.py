@@ -27,9 +27,9 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.typedef import Record
-from tdg_lake.offsets import write_data_files
+from tdg_lake.offsets import COMMIT_ATTEMPTS, write_data_files
 
-from tdg_ingest.warehouse import COMMIT_ATTEMPTS, Warehouse, carried_offsets
+from tdg_ingest.warehouse import Warehouse, carried_offsets
 
 log = structlog.get_logger("tdg.ingest.maintenance")
 

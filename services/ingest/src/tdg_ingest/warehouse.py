@@ -30,13 +30,12 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import EqualTo
 from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
-from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import DayTransform
 from sqlalchemy.exc import IntegrityError
 from tdg_lake import offsets as lake_offsets
 from tdg_lake.catalog import open_catalog, table_identifier
-from tdg_lake.offsets import encode_offsets, show_offsets, write_data_files
+from tdg_lake.offsets import COMMIT_ATTEMPTS, append_exactly_once
 
 from tdg_ingest.schema import TableSchema
 
@@ -44,26 +43,12 @@ log = structlog.get_logger("tdg.ingest.warehouse")
 
 OFFSETS_PROPERTY = "tdg.ingest.offsets"
 # Commits retried on a conflict before giving up (the caller's own retry takes over then).
-COMMIT_ATTEMPTS = 5
 
 TABLE_PROPERTIES = {
     TableProperties.COMMIT_NUM_RETRIES: "0",
     # A commit per batch makes many metadata files; keep the last hundred only.
     TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
 }
-
-
-class StaleOffsets(Exception):
-    """Someone else (another replica, a zombie) committed these offsets first; `committed` is
-    what the table holds now, where the caller should resume."""
-
-    def __init__(self, dataset_id: str, committed: dict[int, int], start: dict[int, int]) -> None:
-        self.dataset_id = dataset_id
-        self.committed = committed
-        super().__init__(
-            f"{dataset_id}: batch starts at {show_offsets(start)} "
-            f"but the table is at {show_offsets(committed)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -154,37 +139,16 @@ class Warehouse:
         _check_pyarrow_schema_compatible(
             table.schema(), data.schema, format_version=table.metadata.format_version
         )
-        files: list[DataFile] | None = None
-        try:
-            for attempt in range(COMMIT_ATTEMPTS):
-                if attempt:
-                    table = self.load(dataset_id)
-                committed = offsets_in(table, topic)
-                _check_start(dataset_id, committed, start)
-                if files is None:  # written once, committed by whichever attempt succeeds
-                    files = write_data_files(table, data)
-                summary = {
-                    **properties,
-                    OFFSETS_PROPERTY: encode_offsets(topic, {**committed, **end}),
-                }
-                tx = table.transaction()
-                with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-                    for data_file in files:
-                        append.append_data_file(data_file)
-                try:
-                    tx.commit_transaction()
-                except CommitFailedException:
-                    log.info("commit conflict, re-checking offsets", dataset=dataset_id)
-                    continue
-                return int(append.snapshot_id)
-            raise CommitFailedException(
-                f"{dataset_id}: {COMMIT_ATTEMPTS} commit conflicts in a row"
-            )
-        except (StaleOffsets, CommitFailedException):
-            # Every attempt was refused by the catalog, so no snapshot holds these files.
-            for data_file in files or ():
-                table.io.delete(data_file.file_path)
-            raise
+        return append_exactly_once(
+            table,
+            lambda: self.load(dataset_id),
+            data,
+            topic,
+            OFFSETS_PROPERTY,
+            start,
+            end,
+            properties,
+        )
 
     # --- erasure --------------------------------------------------------------------------
 
@@ -243,12 +207,6 @@ def carried_offsets(table: Table) -> dict[str, str]:
     for summary in lake_offsets.offset_summaries(table, OFFSETS_PROPERTY):
         return {OFFSETS_PROPERTY: summary}
     return {}
-
-
-def _check_start(dataset_id: str, committed: dict[int, int], start: dict[int, int]) -> None:
-    # A partition the table has no offset for yet is accepted from wherever the batch began.
-    if any(p in committed and committed[p] != s for p, s in start.items()):
-        raise StaleOffsets(dataset_id, committed, start)
 
 
 def _evolve(table: Table, target: pa.Schema) -> None:

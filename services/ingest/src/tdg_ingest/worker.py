@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord
 from pyiceberg.exceptions import NoSuchTableError
 from tdg_core.background import Background
 from tdg_core.errors import Unavailable
+from tdg_lake.offsets import StaleOffsets
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
 from tdg_ingest.delivery import DELIVERY_PROPERTY, DeliveryTally
@@ -40,7 +41,7 @@ from tdg_ingest.locks import TableLocks
 from tdg_ingest.provisioner import Provisioner
 from tdg_ingest.records import RecordValidator, Reject
 from tdg_ingest.settings import IngestSettings
-from tdg_ingest.warehouse import StaleOffsets, Warehouse
+from tdg_ingest.warehouse import Warehouse
 from tdg_ingest.writes import WriteDecision, WritePermissions
 
 log = structlog.get_logger("tdg.ingest.worker")

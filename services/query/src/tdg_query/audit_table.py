@@ -51,7 +51,6 @@ from pyiceberg.expressions import (
     GreaterThanOrEqual,
     LessThan,
 )
-from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table, TableProperties
 from pyiceberg.transforms import DayTransform
 from sqlalchemy.exc import IntegrityError
@@ -59,7 +58,7 @@ from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord, ColumnTreatment
 from tdg_core.background import Background
 from tdg_core.events import CloudEvent, topic_partitions
-from tdg_lake.offsets import encode_offsets, offsets_in, show_offsets, write_data_files
+from tdg_lake.offsets import COMMIT_ATTEMPTS, StaleOffsets, append_exactly_once, offsets_in
 
 from tdg_query.audit import AUDIT_TOPIC
 
@@ -70,7 +69,6 @@ AUDIT_TABLE = ("tdg_ops", "query_audit")
 OFFSETS_PROPERTY = "tdg.audit.offsets"
 AUDIT_GROUP = "tdg-query-audit"
 # Commits retried on a conflict before giving up (the caller's own retry takes over then).
-COMMIT_ATTEMPTS = 5
 DEFAULT_LIMIT = 100
 
 TABLE_PROPERTIES = {
@@ -125,18 +123,6 @@ _STRINGS = (
 )
 _INTS = ("snapshot_id", "consent_revision", "min_group_size", "rows", "bytes", "duration_ms")
 _BOOLS = ("allowed", "consent_required")
-
-
-class StaleOffsets(Exception):
-    """Another sink (a replica, a zombie) committed these offsets first; `committed` is what the
-    table holds now, where the caller should resume."""
-
-    def __init__(self, committed: dict[int, int], start: dict[int, int]) -> None:
-        self.committed = committed
-        super().__init__(
-            f"{'.'.join(AUDIT_TABLE)}: batch starts at {show_offsets(start)} "
-            f"but the table is at {show_offsets(committed)}"
-        )
 
 
 class AuditTable:
@@ -200,36 +186,9 @@ class AuditTable:
         Returns the new snapshot id."""
         table = self._table_for_write()
         data = to_arrow(records, table.schema().as_arrow())
-        files: list[DataFile] | None = None
-        try:
-            for attempt in range(COMMIT_ATTEMPTS):
-                if attempt:
-                    table = self.table()
-                committed = offsets_in(table, self.topic, OFFSETS_PROPERTY)
-                if any(p in committed and committed[p] != s for p, s in start.items()):
-                    raise StaleOffsets(committed, start)
-                if files is None:  # written once, committed by whichever attempt succeeds
-                    files = write_data_files(table, data)
-                summary = {OFFSETS_PROPERTY: encode_offsets(self.topic, {**committed, **end})}
-                tx = table.transaction()
-                with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-                    for data_file in files:
-                        append.append_data_file(data_file)
-                try:
-                    tx.commit_transaction()
-                except CommitFailedException:
-                    log.info("audit commit conflict, re-checking offsets")
-                    continue
-                return int(append.snapshot_id)
-            raise CommitFailedException(
-                f"{'.'.join(AUDIT_TABLE)}: {COMMIT_ATTEMPTS} commit conflicts in a row"
-            )
-        except (StaleOffsets, CommitFailedException):
-            # Every attempt was refused by the catalog, so no snapshot holds these files.
-            for data_file in files or ():
-                with contextlib.suppress(Exception):
-                    table.io.delete(data_file.file_path)
-            raise
+        return append_exactly_once(
+            table, self.table, data, self.topic, OFFSETS_PROPERTY, start, end
+        )
 
     # --- reading ------------------------------------------------------------------------------
 
