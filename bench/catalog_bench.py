@@ -41,7 +41,7 @@ from tdg_core.db import create_engine, upgrade_to_head
 from tdg_core.devstack import free_port
 from tdg_core.events import EventProducer
 from tdg_core.outbox import Outbox
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 
 WORDS = [
     "énergie",
@@ -180,7 +180,7 @@ async def run(n: int, searches: int, opa_checks: int, concurrency: int) -> dict[
         opa_ms: list[float] = []
         for _ in range(opa_checks):
             t0 = time.perf_counter()
-            await policy.decide("tdg.rpc", "decision", opa_input)
+            await policy.decide(DecisionPath.RPC, opa_input)
             opa_ms.append((time.perf_counter() - t0) * 1000)
         await policy.close()
         server.stop()  # the baseline runs without it

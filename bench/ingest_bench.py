@@ -29,9 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from common import kafka_and_opa, launch, percentile, python_service, report, say, workdir
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.events.v1 import catalog_events_pb2 as cev
+from tdg_core import topics
 from tdg_core.devstack import free_port
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec, ensure_topics
-from tdg_ingest.settings import topic_for
 from tdg_ingest.warehouse import Warehouse, offsets_in
 
 DATASET = "metropole-lyon.air-sensors-bench"
@@ -96,7 +96,7 @@ async def produce(bootstrap: str, values: list[bytes]) -> dict[int, int]:
     try:
         for start in range(0, len(values), 20_000):
             futures = [
-                await producer.send(topic_for(DATASET), value=v, headers=headers)
+                await producer.send(topics.dataset_topic(DATASET), value=v, headers=headers)
                 for v in values[start : start + 20_000]
             ]
             for meta in await asyncio.gather(*futures):
@@ -117,7 +117,7 @@ async def bare_consume(bootstrap: str, n: int) -> float:
     )
     await consumer.start()
     try:
-        tps = [TopicPartition(topic_for(DATASET), p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(topics.dataset_topic(DATASET), p) for p in range(PARTITIONS)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         seen = first = 0
@@ -140,7 +140,7 @@ def committed(warehouse: Warehouse) -> tuple[dict[int, int], list[tuple[int, int
         (s.timestamp_ms, int(s.summary.get("added-records") or 0) if s.summary else 0)
         for s in table.metadata.snapshots
     ]
-    return offsets_in(table, topic_for(DATASET)), sorted(snapshots)
+    return offsets_in(table, topics.dataset_topic(DATASET)), sorted(snapshots)
 
 
 async def wait_for(warehouse: Warehouse, ends: dict[int, int], timeout_s: float) -> None:
@@ -201,9 +201,9 @@ async def run(
         await ensure_topics(
             bootstrap,
             [
-                TopicSpec("tdg.catalog.events", 1, config={"retention.ms": "-1"}),
+                TopicSpec(topics.CATALOG_EVENTS, 1, config={"retention.ms": "-1"}),
                 TopicSpec(
-                    topic_for(DATASET),
+                    topics.dataset_topic(DATASET),
                     PARTITIONS,
                     config={"message.timestamp.type": "LogAppendTime"},
                 ),
@@ -211,7 +211,7 @@ async def run(
         )
         events = EventProducer(bootstrap, "bench")
         await events.send(
-            "tdg.catalog.events",
+            topics.CATALOG_EVENTS,
             DATASET,
             CloudEvent.of(cev.DatasetPublished(dataset=dataset()), "bench"),
         )

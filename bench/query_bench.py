@@ -79,9 +79,10 @@ from tdg.consent.v1 import consent_pb2_grpc
 from tdg.events.v1 import catalog_events_pb2 as cev
 from tdg.query.v1 import query_pb2 as qpb
 from tdg.query.v1 import query_pb2_grpc
+from tdg_core import topics
 from tdg_core.devstack import free_port
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec, ensure_topics
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 from tdg_ingest.schema import TableSchema
 from tdg_ingest.warehouse import Warehouse
@@ -439,9 +440,9 @@ async def step_costs(
     try:
         for _ in range(n + 1):
             t0 = time.perf_counter()
-            await policy.decide_with_id("tdg/read", "decision", read)
+            await policy.decide_with_id(DecisionPath.READ, read)
             t1 = time.perf_counter()
-            await policy.decide("tdg.rpc", "decision", rpc)
+            await policy.decide(DecisionPath.RPC, rpc)
             reads.append((t1 - t0) * 1000)
             rpcs.append((time.perf_counter() - t1) * 1000)
     finally:
@@ -544,8 +545,7 @@ async def until_allowed(opa_url: str, subject: dict[str, Any], timeout_s: float 
     try:
         while True:
             decision = await policy.decide(
-                "tdg.read",
-                "decision",
+                DecisionPath.READ,
                 read_input(dataset(), subject, PURPOSE, group_by=["commune_code"]),
             )
             if decision.get("allow") and decision.get("agreement_id"):
@@ -608,11 +608,11 @@ async def run(rows: int, rounds: int, keep: bool = False) -> dict[str, Any]:
         if kafka is not None:
             await wait_ready(kafka, timeout_s=120)
         await ensure_topics(
-            bootstrap, [TopicSpec("tdg.catalog.events", 1, config={"retention.ms": "-1"})]
+            bootstrap, [TopicSpec(topics.CATALOG_EVENTS, 1, config={"retention.ms": "-1"})]
         )
         events = EventProducer(bootstrap, "bench")
         await events.send(
-            "tdg.catalog.events",
+            topics.CATALOG_EVENTS,
             DATASET,
             CloudEvent.of(cev.DatasetPublished(dataset=dataset()), "bench"),
         )

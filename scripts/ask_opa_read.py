@@ -14,7 +14,7 @@ import grpc
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg_core.auth import issue_token
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 from tdg_core.settings import TdgSettings
 
@@ -32,7 +32,7 @@ async def ask(args: argparse.Namespace) -> bool:
     policy = PolicyClient(settings.opa_url, timeout_s=2.0)
     try:
         decision = await policy.decide(
-            "tdg.read", "decision", read_input(got.dataset, subject, args.purpose, args.column)
+            DecisionPath.READ, read_input(got.dataset, subject, args.purpose, args.column)
         )
     finally:
         await policy.close()

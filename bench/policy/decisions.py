@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 from common import POLICIES, percentile, say, timed_calls
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 
 from .scenario import READ_DATASET, READ_ORG, READ_PARTY, Sizes, read_request
 
@@ -62,7 +62,7 @@ async def decisions_phase(
     inp = read_request(READ_PARTY, READ_ORG)
     policy = PolicyClient(opa_url, timeout_s=5.0)
     try:
-        first = await policy.decide("tdg.read", "decision", inp)
+        first = await policy.decide(DecisionPath.READ, inp)
         if not first["allow"] or first["agreement_id"] != agreement_id:
             raise RuntimeError(f"the measured read is not allowed by {agreement_id}: {first}")
         treatments = sorted(f"{k}:{v['treatment']}" for k, v in first["columns"].items())
@@ -71,7 +71,7 @@ async def decisions_phase(
         say(f"  row filter: {row_filter['column']} in {len(row_filter['values'])} codes")
 
         async def decide(_: int) -> object:
-            answer = await policy.decide("tdg.read", "decision", inp)
+            answer = await policy.decide(DecisionPath.READ, inp)
             if not answer["allow"]:
                 raise RuntimeError(f"decision changed while measuring: {answer['reasons']}")
             return answer

@@ -17,7 +17,7 @@ from tdg.consent.v1 import consent_pb2 as pb
 from tdg.consent.v1 import consent_pb2_grpc
 from tdg_consent.convert import conditions_to_pb
 from tdg_core.devstack import PythonService
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 
 from .scenario import (
     READ_DATASET,
@@ -43,7 +43,7 @@ async def wait_decision(
     the seconds until the answer that showed it arrived."""
     t0 = time.perf_counter()
     while True:
-        answer = await policy.decide("tdg.read", "decision", inp)
+        answer = await policy.decide(DecisionPath.READ, inp)
         now = time.perf_counter()
         if allowed == (answer["allow"] and answer["agreement_id"] == agreement_id):
             return now - t0

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.consent.v1 import consent_pb2 as consent_pb
 from tdg_cli.dataset_file import load_register_request, load_schema
+from tdg_core import topics
 from tdg_core.events import CloudEvent
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -33,7 +34,7 @@ async def events_for(
     dataset_id: str,
     expected: int,
     timeout_s: float = 20.0,
-    topic: str = "tdg.catalog.events",
+    topic: str = topics.CATALOG_EVENTS,
 ) -> list[CloudEvent]:
     """Every event of the topic (tdg.catalog.events by default) keyed by the dataset (or `key`),
     once at least `expected` arrived and the topic has nothing more for now."""
@@ -66,7 +67,7 @@ async def consent_events_for(
     bootstrap: str, key: str, expected: int, timeout_s: float = 20.0
 ) -> list[CloudEvent]:
     """Every event of tdg.consent.events keyed by `key`, once at least `expected` arrived."""
-    return await events_for(bootstrap, key, expected, timeout_s, topic="tdg.consent.events")
+    return await events_for(bootstrap, key, expected, timeout_s, topic=topics.CONSENT_EVENTS)
 
 
 async def published(officer: Any, name: str) -> pb.Dataset:

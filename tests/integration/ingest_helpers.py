@@ -12,8 +12,8 @@ from typing import Any
 import pyarrow as pa
 from aiokafka import AIOKafkaProducer
 from pyiceberg.exceptions import NoSuchTableError
+from tdg_core import topics
 from tdg_ingest.dlq import DeadLetter, DeadLetterReader, RejectFilter
-from tdg_ingest.settings import topic_for
 from tdg_ingest.warehouse import Warehouse
 
 
@@ -50,7 +50,8 @@ async def produce(
         headers.append(("tdg-producer-org", org.encode()))
     try:
         futures = [
-            await kafka.send(topic_for(dataset_id), value=v, headers=headers) for v in values
+            await kafka.send(topics.dataset_topic(dataset_id), value=v, headers=headers)
+            for v in values
         ]
         await asyncio.gather(*futures)
     finally:

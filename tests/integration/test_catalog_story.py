@@ -9,6 +9,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.events.v1 import catalog_events_pb2 as ev
+from tdg_core import topics
 
 from tests.integration.helpers import events_for, evolution, example
 
@@ -122,7 +123,7 @@ async def test_headers_are_cloudevents_binary_mode(caller, kafka) -> None:
     await officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10)
     await events_for(kafka.bootstrap, request.id, expected=1)
     consumer = AIOKafkaConsumer(
-        "tdg.catalog.events", bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest"
+        topics.CATALOG_EVENTS, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest"
     )
     await consumer.start()
     try:

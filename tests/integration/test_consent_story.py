@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg.events.v1 import consent_events_pb2 as ev
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 
 from tests.integration.helpers import consent_events_for, partner_with_app, published
@@ -59,7 +59,7 @@ async def test_request_approve_decide_revoke(consent_caller, policy, kafka) -> N
 
     async def decide(purpose: str = "mobility-planning", **request: Any) -> dict[str, Any]:
         decision: dict[str, Any] = await policy.decide(
-            "tdg.read", "decision", read_input(dataset, subject, purpose, **request)
+            DecisionPath.READ, read_input(dataset, subject, purpose, **request)
         )
         return decision
 
@@ -203,11 +203,11 @@ async def test_suspended_party_is_denied_everywhere(consent_caller, policy) -> N
     )
 
     async def may_write() -> bool:
-        return bool((await policy.decide("tdg.write", "decision", write))["allow"])
+        return bool((await policy.decide(DecisionPath.WRITE, write))["allow"])
 
     async def may_read() -> bool:
         decision = await policy.decide(
-            "tdg.read", "decision", read_input(dataset, subject, "mobility-planning")
+            DecisionPath.READ, read_input(dataset, subject, "mobility-planning")
         )
         return bool(decision["allow"])
 

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.consent.v1 import consent_pb2 as cpb
+from tdg_core import topics
 
 from tests.integration.helpers import events_for, example
 
@@ -62,7 +63,7 @@ async def test_consent_events_written_during_a_kafka_outage_arrive_once(
     finally:
         await asyncio.to_thread(kafka.start)
     events = await events_for(
-        kafka.bootstrap, party, expected=2, timeout_s=60, topic="tdg.consent.events"
+        kafka.bootstrap, party, expected=2, timeout_s=60, topic=topics.CONSENT_EVENTS
     )
     assert [e.type for e in events] == [
         "tdg.events.v1.PartyRegistered",

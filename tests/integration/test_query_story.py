@@ -20,8 +20,9 @@ from google.protobuf import json_format
 from pyarrow import flight
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg_core import topics
 from tdg_core.events import TopicSpec, ensure_topics
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 from tdg_lake.catalog import open_catalog
 from tdg_query.audit import AuditLog
@@ -789,7 +790,7 @@ async def test_every_query_is_audited_and_the_salt_never_leaves(
         assert salt.encode() not in each.SerializeToString()
     assert salt.encode() not in ok.raw
     assert salt.encode() not in info.serialize()
-    events = await events_for(kafka.bootstrap, dataset.id, 4, topic="tdg.audit")
+    events = await events_for(kafka.bootstrap, dataset.id, 4, topic=topics.AUDIT)
     assert len({e.id for e in events}) >= 4
     for event in events:
         assert salt.encode() not in event.data and salt not in str(event)
@@ -830,7 +831,7 @@ async def salt_of(opa_url: str, dataset: Any, caller: Any) -> str:
     policy = PolicyClient(opa_url, timeout_s=5.0)
     try:
         decision = await policy.decide(
-            "tdg.read", "decision", read_input(dataset, principal_of(caller), MOBILITY)
+            DecisionPath.READ, read_input(dataset, principal_of(caller), MOBILITY)
         )
     finally:
         await policy.close()

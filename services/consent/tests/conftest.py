@@ -24,6 +24,7 @@ from tdg_consent.parties import Parties
 from tdg_consent.server import MIGRATIONS
 from tdg_consent.settings import DEFAULT_PURPOSES
 from tdg_consent.store import outbox
+from tdg_core import topics
 from tdg_core.db import create_engine, upgrade_to_head
 from tdg_core.events import CloudEvent, EventProducer
 from tdg_core.outbox import Outbox
@@ -103,7 +104,7 @@ async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     relay = Outbox(outbox, engine, EventProducer("127.0.0.1:1", "unused"))
     bundle = BundleSource(engine, SETTINGS, poll_s=0.05)
     changes = Changes(engine, relay, bundle.mark_dirty)
-    datasets = DatasetDirectory(engine, "127.0.0.1:1", "tdg.catalog.events", catch_up_s=0)
+    datasets = DatasetDirectory(engine, "127.0.0.1:1", topics.CATALOG_EVENTS, catch_up_s=0)
     bundle.start()
     yield Service(
         engine=engine,

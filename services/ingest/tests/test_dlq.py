@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.ingest.v1 import ingest_pb2 as ipb
+from tdg_core import topics
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tdg_core.events import TopicSpec, ensure_topics
 from tdg_core.testing import KafkaBroker
@@ -24,7 +25,6 @@ from tdg_ingest.dlq import (
     filter_from_proto,
     to_proto,
 )
-from tdg_ingest.settings import topic_for
 
 NOT_UTF8 = b"\xff\xfe\x00{\xc3\x28 broken"
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
@@ -33,7 +33,7 @@ T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 def letter(n: int = 0, **fields: object) -> DeadLetter:
     base = DeadLetter(
         dataset_id="metropole-lyon.bike-counters",
-        source_topic=topic_for("metropole-lyon.bike-counters"),
+        source_topic=topics.dataset_topic("metropole-lyon.bike-counters"),
         source_partition=n % 2,
         source_offset=100 + n,
         producer="velo-partner",
@@ -167,7 +167,7 @@ async def test_filters_narrow_the_list(kafka: KafkaBroker, producer: AIOKafkaPro
             letter(0, message="a"),
             letter(1, message="b", category="format", code="invalid_json"),
             letter(2, message="c", producer="other-partner"),
-            letter(3, message="d", dataset_id=other, source_topic=topic_for(other)),
+            letter(3, message="d", dataset_id=other, source_topic=topics.dataset_topic(other)),
             letter(4, message="e", category="policy", code="write_denied"),
         ]
     )
@@ -244,7 +244,7 @@ async def test_replay_puts_the_record_back_as_it_arrived(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
     dataset = f"test-pub.replay-{uuid.uuid4().hex[:8]}"
-    source = await new_topic(kafka, topic_for(dataset), partitions=1)
+    source = await new_topic(kafka, topics.dataset_topic(dataset), partitions=1)
     dlq = await new_topic(kafka)
     rejected = letter(0, dataset_id=dataset, source_topic=source, value=NOT_UTF8)
     await DeadLetterWriter(producer, dlq).send_all([rejected])

@@ -23,16 +23,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pyiceberg.catalog.sql import SqlCatalog
 from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord
+from tdg_core import topics
 from tdg_core.events import CloudEvent, ensure_topics
 from tdg_core.testing import KafkaBroker
-from tdg_query.audit import (
-    AUDIT_TOPIC,
-    MAX_RECORD_BYTES,
-    AuditLog,
-    audit_event,
-    audit_topic_spec,
-    fit,
-)
+from tdg_query.audit import MAX_RECORD_BYTES, AuditLog, audit_event, audit_topic_spec, fit
 from tdg_query.audit_table import AuditSink, AuditTable
 
 PARTITIONS = 3
@@ -99,7 +93,7 @@ async def test_records_are_sent_in_order_keyed_by_dataset() -> None:
         await eventually(lambda: log.sent == 5)
         assert producer.query_ids() == ["q0", "q1", "q2", "q3", "q4"]
         topic, key, event = producer.sent[1]
-        assert (topic, key) == (AUDIT_TOPIC, "lyon.ds1")
+        assert (topic, key) == (topics.AUDIT, "lyon.ds1")
         assert event.type == "tdg.events.v1.QueryAudited"
         assert event.id == "q1"  # the same on every send: copies can be dropped by id
         assert event.subject == "lyon.ds1"
@@ -216,7 +210,7 @@ def test_an_oversized_record_is_cut_down_to_fit() -> None:
 
 def test_the_topic_is_kept_for_more_than_a_year() -> None:
     spec = audit_topic_spec(6, 3)
-    assert (spec.name, spec.partitions, spec.replication_factor) == (AUDIT_TOPIC, 6, 3)
+    assert (spec.name, spec.partitions, spec.replication_factor) == (topics.AUDIT, 6, 3)
     assert int(spec.config["retention.ms"]) >= 365 * 24 * 3600 * 1000
     assert spec.config["min.insync.replicas"] == "2"
     assert "min.insync.replicas" not in audit_topic_spec(1, 1).config
@@ -263,7 +257,7 @@ class Trail:
 @pytest.fixture
 async def trail(kafka: KafkaBroker, tmp_path: Path) -> Trail:
     suffix = uuid.uuid4().hex[:8]
-    topic = f"{AUDIT_TOPIC}.test-{suffix}"
+    topic = f"{topics.AUDIT}.test-{suffix}"
     spec = dataclasses.replace(audit_topic_spec(PARTITIONS, 1), name=topic)
     await ensure_topics(kafka.bootstrap, [spec])
     catalog = SqlCatalog("t", uri=f"sqlite:///{tmp_path}/c.db", warehouse=f"file://{tmp_path}/wh")

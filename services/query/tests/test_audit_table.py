@@ -11,6 +11,7 @@ from pyiceberg.catalog import Catalog
 from pyiceberg.catalog.sql import SqlCatalog
 from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord, ColumnTreatment
+from tdg_core import topics
 from tdg_core.events import CloudEvent
 from tdg_lake.offsets import StaleOffsets
 from tdg_query.audit import audit_event
@@ -206,7 +207,7 @@ class Message:
     def __init__(
         self, offset: int, value: bytes, headers: list[tuple[str, bytes]], partition: int = 0
     ) -> None:
-        self.topic = "tdg.audit"
+        self.topic = topics.AUDIT
         self.partition = partition
         self.offset = offset
         self.value = value

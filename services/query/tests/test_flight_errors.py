@@ -28,6 +28,7 @@ from tdg_core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tdg_core.policy import DecisionPath
 from tdg_core.settings import TdgSettings
 from tdg_query import sql
 from tdg_query.engine import Cancelled, Engine, Limits, Prepared
@@ -240,8 +241,8 @@ class Policy:
     def __init__(self) -> None:
         self.inputs: list[dict[str, Any]] = []
 
-    async def decide(self, package: str, rule: str, input_data: dict[str, Any]) -> dict[str, Any]:
-        assert (package, rule) == ("tdg.rpc", "decision")
+    async def decide(self, path: DecisionPath, input_data: dict[str, Any]) -> dict[str, Any]:
+        assert path is DecisionPath.RPC
         self.inputs.append(input_data)
         if input_data["subject"]["party"] == "mallory":
             return {"allow": False, "reasons": ["party mallory is suspended", "second reason"]}

@@ -8,6 +8,7 @@ deny with UNAVAILABLE.
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +16,23 @@ import aiohttp
 from opa_client import AsyncOpaClient
 
 from tdg_core.errors import Unavailable
+
+
+class DecisionPath(StrEnum):
+    """Every OPA document a service asks for, spelled once (`policies/tdg/<package>/`)."""
+
+    RPC = "tdg/rpc/decision"  # may this caller make this call?
+    READ = "tdg/read/decision"  # the query decision: treatments, row filters, consent, k
+    WRITE = "tdg/write/decision"  # may this party produce to this dataset?
+    REGISTRY_SETTINGS = "tdg/registry/settings"  # the registry's settings (no secrets)
+
+    @property
+    def package(self) -> str:
+        return self.value.rpartition("/")[0]
+
+    @property
+    def rule(self) -> str:
+        return self.value.rpartition("/")[2]
 
 
 class PolicyClient:
@@ -40,20 +58,20 @@ class PolicyClient:
             await self._client.__aenter__()
             self._opened = True
 
-    async def decide(self, package: str, rule: str, input_data: dict[str, Any]) -> dict[str, Any]:
+    async def decide(self, path: DecisionPath, input_data: dict[str, Any]) -> dict[str, Any]:
         """The decision document, or Unavailable when OPA cannot give one in time."""
-        result, _ = await self.decide_with_id(package, rule, input_data)
+        result, _ = await self.decide_with_id(path, input_data)
         return result
 
     async def decide_with_id(
-        self, package: str, rule: str, input_data: dict[str, Any]
+        self, path: DecisionPath, input_data: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
         """The decision document and OPA's decision id ("" unless OPA's decision logging is on),
         which ties an audit record to OPA's own log of the decision."""
         await self._ensure_open()
         try:
             async with asyncio.timeout(self._timeout_s):
-                answer = await self._client.query_rule(input_data, package, rule)
+                answer = await self._client.query_rule(input_data, path.package, path.rule)
         except TimeoutError as exc:
             raise Unavailable(
                 f"policy engine at {self._url} did not answer within {self._timeout_s}s"
@@ -62,7 +80,9 @@ class PolicyClient:
             raise Unavailable(f"policy engine at {self._url} unreachable: {exc}") from exc
         result = answer.get("result") if isinstance(answer, dict) else None
         if not isinstance(result, dict):
-            raise Unavailable(f"policy {package}.{rule} is undefined in the policy engine")
+            raise Unavailable(
+                f"policy {path.package}.{path.rule} is undefined in the policy engine"
+            )
         decision_id = answer.get("decision_id", "") if isinstance(answer, dict) else ""
         return result, str(decision_id or "")
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from tdg_core import paging
+from tdg_core import paging, topics
 from tdg_core.db import transaction
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tdg_core.outbox import Outbox
@@ -19,7 +19,6 @@ from tdg_catalog import compatibility, lifecycle, search, store, validation
 from tdg_catalog.dcat import export_dcat
 from tdg_catalog.events import event_for
 from tdg_catalog.model import METADATA_FIELDS, Dataset, DraftScope, Metadata, Schema
-from tdg_catalog.settings import EVENTS_TOPIC
 
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
@@ -188,4 +187,4 @@ class Catalog:
 
     async def _emit(self, conn: AsyncConnection, keyed_event: Any) -> None:
         key, event = keyed_event
-        await self._outbox.add(conn, EVENTS_TOPIC, key, event)
+        await self._outbox.add(conn, topics.CATALOG_EVENTS, key, event)

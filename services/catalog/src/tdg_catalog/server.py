@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tdg.catalog.v1 import catalog_pb2_grpc
+from tdg_core import topics
 from tdg_core.auth import TokenVerifier
 from tdg_core.db import create_engine, database_up, upgrade_to_head
 from tdg_core.events import EventProducer, TopicSpec
@@ -19,7 +20,7 @@ from tdg_core.policy import PolicyClient
 
 from tdg_catalog.catalog import Catalog
 from tdg_catalog.servicer import SERVICE_NAME, CatalogServicer, resource_of
-from tdg_catalog.settings import EVENTS_TOPIC, CatalogSettings
+from tdg_catalog.settings import CatalogSettings
 from tdg_catalog.store import outbox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -58,7 +59,7 @@ async def build_app(settings: CatalogSettings) -> CatalogApp:
         topics=[
             # Kept for ever: the change log from which other services rebuild their view.
             TopicSpec(
-                EVENTS_TOPIC,
+                topics.CATALOG_EVENTS,
                 partitions=settings.catalog_events_partitions,
                 config={"retention.ms": "-1"},
             )

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pydantic import Field
 from tdg_core.settings import ServiceSettings
 
-EVENTS_TOPIC = "tdg.catalog.events"
-
 
 class CatalogSettings(ServiceSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)

@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tdg_core import topics
 from tdg_core.db import transaction
 from tdg_core.outbox import Outbox
 
 from tdg_consent import store
 from tdg_consent.events import Keyed
-from tdg_consent.settings import EVENTS_TOPIC
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Change:
 
     async def emit(self, keyed: Keyed) -> None:
         key, event = keyed
-        await self._outbox.add(self.conn, EVENTS_TOPIC, key, event)
+        await self._outbox.add(self.conn, topics.CONSENT_EVENTS, key, event)
         self.emitted += 1
 
     async def registry(self, party: str = "", agreement: str = "") -> int:

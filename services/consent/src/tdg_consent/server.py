@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tdg.consent.v1 import consent_pb2_grpc
+from tdg_core import topics
 from tdg_core.auth import TokenVerifier
 from tdg_core.db import create_engine, database_up, upgrade_to_head
 from tdg_core.events import EventProducer, TopicSpec
@@ -30,12 +31,7 @@ from tdg_consent.erasures import Erasures
 from tdg_consent.follower import TopicFollower
 from tdg_consent.parties import Parties
 from tdg_consent.servicer import SERVICE_NAME, ConsentServicer, ResourceFinder
-from tdg_consent.settings import (
-    CATALOG_EVENTS_TOPIC,
-    EVENTS_TOPIC,
-    INGEST_EVENTS_TOPIC,
-    ConsentSettings,
-)
+from tdg_consent.settings import ConsentSettings
 from tdg_consent.store import outbox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -92,7 +88,7 @@ async def build_app(settings: ConsentSettings) -> ConsentApp:
         outbox,
         engine,
         producer,
-        topics=[TopicSpec(EVENTS_TOPIC, partitions=settings.consent_events_partitions)],
+        topics=[TopicSpec(topics.CONSENT_EVENTS, partitions=settings.consent_events_partitions)],
     )
     policy_settings = PolicySettings(
         purposes=tuple(settings.consent_purposes),
@@ -103,10 +99,10 @@ async def build_app(settings: ConsentSettings) -> ConsentApp:
     bundle_source = BundleSource(engine, policy_settings, settings.consent_bundle_poll_s)
     changes = Changes(engine, relay, bundle_source.mark_dirty)
     datasets = DatasetDirectory(
-        engine, settings.kafka_bootstrap, CATALOG_EVENTS_TOPIC, settings.consent_catalog_catch_up_s
+        engine, settings.kafka_bootstrap, topics.CATALOG_EVENTS, settings.consent_catalog_catch_up_s
     )
     ingest_events = TopicFollower(
-        engine, settings.kafka_bootstrap, INGEST_EVENTS_TOPIC, apply_ingest_event
+        engine, settings.kafka_bootstrap, topics.INGEST_EVENTS, apply_ingest_event
     )
     parties = Parties(changes)
     access = Access(changes, datasets, settings.consent_purposes)

@@ -5,11 +5,6 @@ from __future__ import annotations
 from pydantic import Field
 from tdg_core.settings import ServiceSettings
 
-EVENTS_TOPIC = "tdg.consent.events"
-CATALOG_EVENTS_TOPIC = "tdg.catalog.events"
-# Where the ingest service reports erasures carried out.
-INGEST_EVENTS_TOPIC = "tdg.ingest.events"
-
 # The territory's controlled vocabulary of purposes (configurable: TDG_CONSENT_PURPOSES as JSON).
 DEFAULT_PURPOSES = {
     "public-statistics": "Official and public statistics about the territory",

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tdg.catalog.v1 import catalog_pb2 as cpb
+from tdg_core import topics
 from tdg_core.catalog_view import CatalogView
 from tdg_core.read_policy import dataset_input
 
 from tdg_ingest.schema import TableSchema
-from tdg_ingest.settings import topic_for
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class DatasetEntry:
 
     @property
     def topic(self) -> str:
-        return topic_for(self.dataset.id)
+        return topics.dataset_topic(self.dataset.id)
 
     @property
     def accepting(self) -> bool:
@@ -65,6 +65,7 @@ class DatasetDirectory(CatalogView[DatasetEntry]):
         super().__init__(bootstrap, topic, "tdg-ingest-catalog", _entry, catch_up_s)
 
     def by_topic(self, topic: str) -> DatasetEntry | None:
-        if not topic.startswith("tdg.ingest."):
+        dataset_id = topics.dataset_of_topic(topic)
+        if dataset_id is None:
             return None
-        return self._entries.get(topic.removeprefix("tdg.ingest."))
+        return self._entries.get(dataset_id)

@@ -46,12 +46,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.ingest.v1 import ingest_pb2 as ipb
-from tdg_core import paging
+from tdg_core import paging, topics
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tdg_core.events import topic_partitions
 from tdg_core.identifiers import check_party_id, parse_dataset_id
-
-from tdg_ingest.settings import DLQ_TOPIC, topic_for
 
 CATEGORIES = ("format", "schema", "policy", "deprecated")
 MAX_MESSAGE_CHARS = 1000
@@ -296,7 +294,7 @@ async def _send_all(producer: AIOKafkaProducer, outgoing: Sequence[_Outgoing], w
 class DeadLetterWriter:
     """Sends the rejects of a batch; the caller commits its offsets only once this returned."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str = DLQ_TOPIC) -> None:
+    def __init__(self, producer: AIOKafkaProducer, topic: str = topics.INGEST_DLQ) -> None:
         self._producer = producer
         self._topic = topic
 
@@ -371,7 +369,9 @@ async def _oldest_first(
 class DeadLetterReader:
     """Lists, gets and replays dead letters. Kafka failures and timeouts raise Unavailable."""
 
-    def __init__(self, bootstrap: str, topic: str = DLQ_TOPIC, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str = topics.INGEST_DLQ, timeout_s: float = 30.0
+    ) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._timeout_s = timeout_s
@@ -424,7 +424,9 @@ class DeadLetterReader:
         unique: dict[tuple[str, int, int], DeadLetter] = {}
         for letter in letters:
             # Only to the dataset's own topic: a forged header must not aim a replay elsewhere.
-            if not letter.dataset_id or letter.source_topic != topic_for(letter.dataset_id):
+            if not letter.dataset_id or letter.source_topic != topics.dataset_topic(
+                letter.dataset_id
+            ):
                 raise FailedPrecondition(
                     f"reject {letter.id!r} cannot be replayed",
                     ["it names no dataset topic as its source"],

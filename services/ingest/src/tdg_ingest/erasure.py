@@ -22,12 +22,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pyiceberg.exceptions import NoSuchTableError
 from tdg.events.v1 import consent_events_pb2 as consent_ev
 from tdg.events.v1 import ingest_events_pb2 as ingest_ev
+from tdg_core import topics
 from tdg_core.background import Background
 from tdg_core.events import CloudEvent, EventProducer
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
 from tdg_ingest.locks import TableLocks
-from tdg_ingest.settings import CONSENT_EVENTS_TOPIC, ERASURE_GROUP, EVENTS_TOPIC
+from tdg_ingest.settings import ERASURE_GROUP
 from tdg_ingest.warehouse import Warehouse
 
 log = structlog.get_logger("tdg.ingest.erasure")
@@ -77,7 +78,7 @@ class Eraser:
             failure="; ".join(failures),
         )
         events.append((erasure.id, CloudEvent.of(completed, SOURCE, erasure.id)))
-        await self._producer.send_many(EVENTS_TOPIC, events)
+        await self._producer.send_many(topics.INGEST_EVENTS, events)
         log.info(
             "erasure carried out",
             erasure=erasure.id,
@@ -111,7 +112,7 @@ class Eraser:
         await self._directory.caught_up.wait()
         while True:
             consumer = AIOKafkaConsumer(
-                CONSENT_EVENTS_TOPIC,
+                topics.CONSENT_EVENTS,
                 bootstrap_servers=self._bootstrap,
                 group_id=ERASURE_GROUP,
                 client_id="tdg-ingest-eraser",

@@ -13,6 +13,7 @@ import grpc
 import structlog
 from aiokafka import AIOKafkaProducer
 from tdg.ingest.v1 import ingest_pb2_grpc
+from tdg_core import topics
 from tdg_core.auth import TokenVerifier
 from tdg_core.background import Background
 from tdg_core.errors import Unavailable
@@ -35,13 +36,7 @@ from tdg_ingest.servicer import (
     IngestServicer,
     ResourceFinder,
 )
-from tdg_ingest.settings import (
-    CATALOG_EVENTS_TOPIC,
-    CONSENT_EVENTS_TOPIC,
-    DLQ_TOPIC,
-    EVENTS_TOPIC,
-    IngestSettings,
-)
+from tdg_ingest.settings import IngestSettings
 from tdg_ingest.status import StatusReader
 from tdg_ingest.warehouse import Warehouse
 from tdg_ingest.worker import IngestWorker
@@ -56,13 +51,13 @@ def own_topics(settings: IngestSettings) -> list[TopicSpec]:
     dlq_bytes = str(2 * settings.ingest_max_record_bytes + 65536)
     return [
         TopicSpec(
-            DLQ_TOPIC,
+            topics.INGEST_DLQ,
             settings.ingest_topic_partitions,
             settings.ingest_topic_replication,
             {"max.message.bytes": dlq_bytes, "retention.ms": str(30 * 24 * 3600 * 1000)},
         ),
         TopicSpec(
-            EVENTS_TOPIC,
+            topics.INGEST_EVENTS,
             settings.ingest_topic_partitions,
             settings.ingest_topic_replication,
             {"retention.ms": "-1"},
@@ -198,7 +193,7 @@ class IngestApp:
 
 async def build_app(settings: IngestSettings) -> IngestApp:
     warehouse = await asyncio.to_thread(Warehouse, settings.iceberg_properties())
-    directory = DatasetDirectory(settings.kafka_bootstrap, CATALOG_EVENTS_TOPIC)
+    directory = DatasetDirectory(settings.kafka_bootstrap, topics.CATALOG_EVENTS)
     provisioner = Provisioner(
         directory,
         warehouse,
@@ -208,7 +203,7 @@ async def build_app(settings: IngestSettings) -> IngestApp:
     )
     policy = PolicyClient(settings.opa_url, settings.opa_timeout_s)
     writes = WritePermissions(
-        policy, settings.ingest_write_cache_s, settings.kafka_bootstrap, CONSENT_EVENTS_TOPIC
+        policy, settings.ingest_write_cache_s, settings.kafka_bootstrap, topics.CONSENT_EVENTS
     )
     locks = TableLocks()
     worker = (

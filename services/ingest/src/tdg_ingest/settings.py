@@ -7,19 +7,8 @@ from pydantic import Field
 from tdg_core.settings import ServiceSettings
 from tdg_lake.settings import LakeSettings
 
-CATALOG_EVENTS_TOPIC = "tdg.catalog.events"
-CONSENT_EVENTS_TOPIC = "tdg.consent.events"
-EVENTS_TOPIC = "tdg.ingest.events"
-DLQ_TOPIC = "tdg.ingest.dlq"
-TOPIC_PREFIX = "tdg.ingest."
 CONSUMER_GROUP = "tdg-ingest"
 ERASURE_GROUP = "tdg-ingest-erasure"
-
-
-def topic_for(dataset_id: str) -> str:
-    """The Kafka topic of a dataset (its id is already validated: `<publisher>.<name>`, so it
-    cannot collide with `tdg.ingest.dlq` or `tdg.ingest.events`, which have no second dot)."""
-    return TOPIC_PREFIX + dataset_id
 
 
 class IngestSettings(ServiceSettings, LakeSettings):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.topic_reader import TopicReader
 
 
@@ -66,8 +66,7 @@ class WritePermissions:
         if cached is not None and now - cached[0] < self._ttl_s:
             return cached[1]
         answer = await self._policy.decide(
-            "tdg/write",
-            "decision",
+            DecisionPath.WRITE,
             {"subject": {"party": party, "org": org, "roles": list(roles)}, "dataset": dataset},
         )
         decision = WriteDecision.of(answer)

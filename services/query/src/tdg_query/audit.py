@@ -33,12 +33,12 @@ import structlog
 from google.protobuf import json_format
 from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord
+from tdg_core import topics
 from tdg_core.background import Background
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec
 
 log = structlog.get_logger("tdg.query.audit")
 
-AUDIT_TOPIC = "tdg.audit"
 AUDIT_SOURCE = "tdg-query"
 # The topic outlives the table's need of it (the sink commits within seconds) on purpose: it is
 # the second copy of the trail. Kept 400 days — a year of accountability (GDPR art. 5(2), 30:
@@ -61,7 +61,7 @@ def audit_topic_spec(partitions: int = 3, replication: int = 1) -> TopicSpec:
     if replication >= 3:
         # acks=all then means two copies at least: a record acknowledged survives a broker.
         config["min.insync.replicas"] = "2"
-    return TopicSpec(AUDIT_TOPIC, partitions, replication, config)
+    return TopicSpec(topics.AUDIT, partitions, replication, config)
 
 
 def audit_event(record: AuditRecord, source: str = AUDIT_SOURCE) -> CloudEvent:
@@ -93,7 +93,7 @@ class AuditLog:
         grace_s: float = 5.0,
         *,
         producer: AuditProducer | None = None,
-        topic: str = AUDIT_TOPIC,
+        topic: str = topics.AUDIT,
         source: str = AUDIT_SOURCE,
         batch_size: int = 500,
         stall_s: float = 5.0,

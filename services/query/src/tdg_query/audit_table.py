@@ -56,11 +56,10 @@ from pyiceberg.transforms import DayTransform
 from sqlalchemy.exc import IntegrityError
 from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord, ColumnTreatment
+from tdg_core import topics
 from tdg_core.background import Background
 from tdg_core.events import CloudEvent, topic_partitions
 from tdg_lake.offsets import COMMIT_ATTEMPTS, StaleOffsets, append_exactly_once, offsets_in
-
-from tdg_query.audit import AUDIT_TOPIC
 
 log = structlog.get_logger("tdg.query.audit_table")
 
@@ -126,7 +125,7 @@ _BOOLS = ("allowed", "consent_required")
 
 
 class AuditTable:
-    def __init__(self, catalog: Catalog, topic: str = AUDIT_TOPIC) -> None:
+    def __init__(self, catalog: Catalog, topic: str = topics.AUDIT) -> None:
         self.catalog = catalog
         self.topic = topic
 

@@ -33,7 +33,7 @@ from tdg_core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 
 from tdg_query import sql
@@ -245,9 +245,7 @@ class Engine:
             aggregates=query.policy_aggregates(),
             order_by=query.order_columns(),
         )
-        result, decision_id = await self._policy.decide_with_id(
-            "tdg/read", "decision", policy_input
-        )
+        result, decision_id = await self._policy.decide_with_id(DecisionPath.READ, policy_input)
         decision = parse_decision(result, decision_id)
         prepared.decision = decision
         if not decision.allow:

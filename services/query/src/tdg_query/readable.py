@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg_core.auth import Principal
 from tdg_core.catalog_view import CatalogView
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 
 from tdg_query.engine import Entry
@@ -34,7 +34,7 @@ class Readable:
         self._policy = policy
 
     async def purposes(self) -> list[str]:
-        settings = await self._policy.decide("tdg/registry", "settings", {})
+        settings = await self._policy.decide(DecisionPath.REGISTRY_SETTINGS, {})
         found = settings.get("purposes", [])
         return sorted(p for p in found if isinstance(p, str)) if isinstance(found, list) else []
 
@@ -51,7 +51,7 @@ class Readable:
         async def allowed(dataset: cpb.Dataset, p: str) -> bool:
             async with gate:
                 decision = await self._policy.decide(
-                    "tdg/read", "decision", read_input(dataset, subject, p)
+                    DecisionPath.READ, read_input(dataset, subject, p)
                 )
             return decision.get("allow") is True
 

@@ -15,6 +15,7 @@ import duckdb
 import grpc
 import structlog
 from pyiceberg.catalog import Catalog
+from tdg_core import topics
 from tdg_core.auth import TokenVerifier, issue_token
 from tdg_core.background import Background
 from tdg_core.catalog_view import CatalogView
@@ -35,11 +36,7 @@ from tdg_query.planner import Planner
 from tdg_query.readable import Readable
 from tdg_query.revocations import Revocations
 from tdg_query.servicer import SERVICE_NAME, QueryServicer, ResourceFinder, register
-from tdg_query.settings import (
-    CATALOG_EVENTS_TOPIC,
-    CONSENT_EVENTS_TOPIC,
-    QuerySettings,
-)
+from tdg_query.settings import QuerySettings
 
 log = structlog.get_logger("tdg.query.server")
 
@@ -173,7 +170,7 @@ class QueryApp:
 async def build_app(settings: QuerySettings) -> QueryApp:
     catalog: Catalog = await asyncio.to_thread(open_catalog, settings.iceberg_properties())
     datasets: CatalogView[Entry] = CatalogView(
-        settings.kafka_bootstrap, CATALOG_EVENTS_TOPIC, "tdg-query-catalog", Entry
+        settings.kafka_bootstrap, topics.CATALOG_EVENTS, "tdg-query-catalog", Entry
     )
     policy = PolicyClient(settings.opa_url, settings.opa_timeout_s)
     revocations = Revocations()
@@ -185,7 +182,7 @@ async def build_app(settings: QuerySettings) -> QueryApp:
         following=lambda: bool(follower_ref) and follower_ref[0].following(),
     )
     follower = ConsentFollower(
-        settings.kafka_bootstrap, CONSENT_EVENTS_TOPIC, consent_sets, revocations
+        settings.kafka_bootstrap, topics.CONSENT_EVENTS, consent_sets, revocations
     )
     follower_ref.append(follower)
     audit = AuditLog(settings.kafka_bootstrap, settings.query_audit_queue)

@@ -6,10 +6,6 @@ from pydantic import Field, SecretStr
 from tdg_core.settings import ServiceSettings
 from tdg_lake.settings import LakeSettings
 
-CATALOG_EVENTS_TOPIC = "tdg.catalog.events"
-CONSENT_EVENTS_TOPIC = "tdg.consent.events"
-AUDIT_TOPIC = "tdg.audit"
-
 
 class QuerySettings(ServiceSettings, LakeSettings):
     grpc_port: int = Field(default=50054, ge=0, le=65535)

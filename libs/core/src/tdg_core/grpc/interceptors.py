@@ -19,7 +19,7 @@ from tdg_core.auth import Principal, TokenVerifier
 from tdg_core.errors import DomainError, PermissionDenied, Unavailable
 from tdg_core.grpc.context import set_decision, set_principal
 from tdg_core.grpc.errors import status_of
-from tdg_core.policy import PolicyClient
+from tdg_core.policy import DecisionPath, PolicyClient
 
 log = structlog.get_logger("tdg.grpc")
 
@@ -238,8 +238,7 @@ async def authorize_call(
     grpc.aio ones (the query service's Arrow Flight server)."""
     service, _, rpc = method.lstrip("/").partition("/")
     decision = await policy.decide(
-        "tdg.rpc",
-        "decision",
+        DecisionPath.RPC,
         {
             "method": method,
             "service": service,
