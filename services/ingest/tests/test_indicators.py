@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.table import Table, Transaction
-from tdg_ingest.delivery import DELIVERY_PROPERTY, HOUR_MS, DeliveryTally
+from tdg_ingest.contract import DELIVERY_PROPERTY
+from tdg_ingest.delivery import HOUR_MS, DeliveryTally
 from tdg_ingest.indicators import INDICATORS_TABLE, Indicators, to_proto
 
 DAY = datetime(2025, 3, 10, tzinfo=UTC)

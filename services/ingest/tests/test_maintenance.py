@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 from pyiceberg.table import Table
 from tdg_core.column_types import parse_type
-from tdg_ingest.maintenance import MAINTENANCE_PROPERTY, compact
+from tdg_ingest.contract import MAINTENANCE_PROPERTY
+from tdg_ingest.maintenance import compact
 from tdg_ingest.schema import ColumnSpec, TableSchema
 from tdg_ingest.warehouse import Warehouse
 

@@ -17,8 +17,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from tdg_core.column_types import parse_type
 from tdg_core.errors import InvalidArgument
+from tdg_ingest.contract import OFFSETS_PROPERTY
 from tdg_ingest.schema import ColumnSpec, TableSchema
-from tdg_ingest.warehouse import OFFSETS_PROPERTY, Warehouse
+from tdg_ingest.warehouse import Warehouse
 from tdg_lake.offsets import StaleOffsets
 
 DATASET = "metropole-lyon.energy-meters"

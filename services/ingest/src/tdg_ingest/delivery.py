@@ -18,7 +18,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-DELIVERY_PROPERTY = "tdg.ingest.delivery"
 HOUR_MS = 3_600_000
 _FORMAT = 1
 

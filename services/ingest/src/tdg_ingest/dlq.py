@@ -51,39 +51,27 @@ from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unava
 from tdg_core.events import topic_partitions
 from tdg_core.identifiers import check_party_id, parse_dataset_id
 
+from tdg_ingest.contract import (
+    DLQ_HEADERS,
+    H_CATEGORY,
+    H_CODE,
+    H_DATASET,
+    H_MESSAGE,
+    H_PRODUCER,
+    H_REJECTED_AT,
+    H_REPLAY_OF,
+    H_SCHEMA_VERSION,
+    H_SOURCE_KEY,
+    H_SOURCE_OFFSET,
+    H_SOURCE_PARTITION,
+    H_SOURCE_TOPIC,
+)
+
 CATEGORIES = ("format", "schema", "policy", "deprecated")
 MAX_MESSAGE_CHARS = 1000
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
-H_DATASET = "tdg-dataset"
-H_SOURCE_TOPIC = "tdg-source-topic"
-H_SOURCE_PARTITION = "tdg-source-partition"
-H_SOURCE_OFFSET = "tdg-source-offset"
-H_SOURCE_KEY = "tdg-source-key"
-H_PRODUCER = "tdg-producer"
-H_CATEGORY = "tdg-reason-category"
-H_CODE = "tdg-reason-code"
-H_MESSAGE = "tdg-reason-message"
-H_SCHEMA_VERSION = "tdg-schema-version"
-H_REJECTED_AT = "tdg-rejected-at"
-# Added to a replayed record; not one of ours, so a replay rejected again keeps it.
-H_REPLAY_OF = "tdg-replay-of"
-OUR_HEADERS = frozenset(
-    {
-        H_DATASET,
-        H_SOURCE_TOPIC,
-        H_SOURCE_PARTITION,
-        H_SOURCE_OFFSET,
-        H_SOURCE_KEY,
-        H_PRODUCER,
-        H_CATEGORY,
-        H_CODE,
-        H_MESSAGE,
-        H_SCHEMA_VERSION,
-        H_REJECTED_AT,
-    }
-)
 
 _REJECT_ID = re.compile(r"(0|[1-9][0-9]{0,8}):(0|[1-9][0-9]{0,18})")
 _CODE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -161,7 +149,7 @@ def encode(letter: DeadLetter) -> tuple[bytes, list[tuple[str, bytes]]]:
         (H_SCHEMA_VERSION, str(letter.schema_version).encode()),
         (H_REJECTED_AT, _utc(letter.rejected_at).isoformat().encode()),
     ]
-    headers += [(k, v) for k, v in letter.extra_headers if k not in OUR_HEADERS]
+    headers += [(k, v) for k, v in letter.extra_headers if k not in DLQ_HEADERS]
     key = dlq_key(letter.source_topic, letter.source_partition, letter.source_offset)
     return key, headers
 
@@ -173,7 +161,7 @@ def decode(record: Any) -> DeadLetter:
     extra: list[tuple[str, bytes]] = []
     for name, raw in record.headers or ():
         value = bytes(raw or b"")
-        if name not in OUR_HEADERS:
+        if name not in DLQ_HEADERS:
             extra.append((name, value))
         else:
             ours.setdefault(name, value)

@@ -32,10 +32,10 @@ from tdg_core.errors import (
 )
 from tdg_core.identifiers import parse_dataset_id
 
+from tdg_ingest.contract import PRODUCER_HEADER, PRODUCER_ORG_HEADER
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
 from tdg_ingest.provisioner import Provisioner
 from tdg_ingest.records import RecordValidator, Reject
-from tdg_ingest.worker import PRODUCER_HEADER, PRODUCER_ORG_HEADER
 from tdg_ingest.writes import WritePermissions
 
 MAX_PROBLEMS = 100

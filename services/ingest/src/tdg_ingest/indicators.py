@@ -50,20 +50,13 @@ from pyiceberg.types import (
 )
 from tdg.ingest.v1 import ingest_pb2 as pb
 
-from tdg_ingest.delivery import (
-    BUCKETS,
-    DELIVERY_PROPERTY,
-    LAG_EDGES_S,
-    DeliveryTally,
-    HourDelivery,
-    lag_quantile,
-)
+from tdg_ingest.contract import DELIVERY_PROPERTY, THROUGH_PROPERTY
+from tdg_ingest.delivery import BUCKETS, LAG_EDGES_S, DeliveryTally, HourDelivery, lag_quantile
 
 log = structlog.get_logger("tdg.ingest.indicators")
 
 # The namespace has an underscore, which publisher slugs cannot: no collision with a dataset.
 INDICATORS_TABLE = ("tdg_ops", "delivery_indicators")
-THROUGH_PROPERTY = "tdg.indicators.through"
 PERIOD_HOURS = {"hour": 1, "day": 24}
 _DEFAULT_PERIODS = {"hour": 24, "day": 7}  # the window when `since` is not given
 _HOUR = timedelta(hours=1)

@@ -29,13 +29,13 @@ from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.typedef import Record
 from tdg_lake.offsets import COMMIT_ATTEMPTS, write_data_files
 
+from tdg_ingest.contract import MAINTENANCE_PROPERTY
 from tdg_ingest.warehouse import Warehouse, carried_offsets
 
 log = structlog.get_logger("tdg.ingest.maintenance")
 
 MiB = 1024 * 1024
 # Marks the snapshots written by upkeep, so that a reader of the history tells them from data.
-MAINTENANCE_PROPERTY = "tdg.ingest.maintenance"
 # A rewrite competes with ingestion's frequent commits: more tries than a batch, spaced out.
 REWRITE_ATTEMPTS = 8
 

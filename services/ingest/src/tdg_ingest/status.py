@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pyiceberg.table import Table
 from tdg_core.events import topic_partitions
 
+from tdg_ingest.contract import DELIVERY_PROPERTY, MAX_EVENT_TIME_PROPERTY
 from tdg_ingest.datasets import DatasetEntry
-from tdg_ingest.delivery import DELIVERY_PROPERTY, DeliveryTally
+from tdg_ingest.delivery import DeliveryTally
 from tdg_ingest.warehouse import Warehouse, offsets_in
-from tdg_ingest.worker import MAX_EVENT_TIME_PROPERTY
 
 RATE_WINDOW_S = 60.0
 

@@ -37,11 +37,11 @@ from tdg_lake import offsets as lake_offsets
 from tdg_lake.catalog import open_catalog, table_identifier
 from tdg_lake.offsets import COMMIT_ATTEMPTS, append_exactly_once
 
+from tdg_ingest.contract import OFFSETS_PROPERTY
 from tdg_ingest.schema import TableSchema
 
 log = structlog.get_logger("tdg.ingest.warehouse")
 
-OFFSETS_PROPERTY = "tdg.ingest.offsets"
 # Commits retried on a conflict before giving up (the caller's own retry takes over then).
 
 TABLE_PROPERTIES = {

@@ -34,8 +34,15 @@ from tdg_core.background import Background
 from tdg_core.errors import Unavailable
 from tdg_lake.offsets import StaleOffsets
 
+from tdg_ingest.contract import (
+    DELIVERY_PROPERTY,
+    MAX_EVENT_TIME_PROPERTY,
+    PRODUCER_HEADER,
+    PRODUCER_ORG_HEADER,
+    SCHEMA_VERSION_PROPERTY,
+)
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
-from tdg_ingest.delivery import DELIVERY_PROPERTY, DeliveryTally
+from tdg_ingest.delivery import DeliveryTally
 from tdg_ingest.dlq import DeadLetter, DeadLetterWriter
 from tdg_ingest.locks import TableLocks
 from tdg_ingest.provisioner import Provisioner
@@ -45,11 +52,6 @@ from tdg_ingest.warehouse import Warehouse
 from tdg_ingest.writes import WriteDecision, WritePermissions
 
 log = structlog.get_logger("tdg.ingest.worker")
-
-PRODUCER_HEADER = "tdg-producer"
-PRODUCER_ORG_HEADER = "tdg-producer-org"
-SCHEMA_VERSION_PROPERTY = "tdg.ingest.schema-version"
-MAX_EVENT_TIME_PROPERTY = "tdg.ingest.max-event-time"
 
 
 def header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
