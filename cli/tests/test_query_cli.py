@@ -25,25 +25,20 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from rich.console import Console
 from tdg.query.v1 import query_pb2 as pb
 from tdg.query.v1 import query_pb2_grpc
-from tdg_cli import query as query_module
+from tdg_cli import query as query_module  # the command looks query_stream up there
 from tdg_cli.audit import audit_request, audit_table
 from tdg_cli.client import Service
-from tdg_cli.query import (
+from tdg_cli.query_display import masked, summary_lines
+from tdg_cli.query_request import aggregate_name, parse_aggregate, parse_order_by, query_request
+from tdg_cli.query_sinks import (
     ArrowFileSink,
     CsvSink,
     OutputError,
     ParquetSink,
-    QueryStreamError,
     TablePreview,
-    aggregate_name,
-    masked,
     output_format,
-    parse_aggregate,
-    parse_order_by,
-    query_request,
-    receive,
-    summary_lines,
 )
+from tdg_cli.query_stream import QueryStreamError, receive
 from tdg_cli.vocabulary import OptionError
 from typer.testing import CliRunner
 

@@ -14,7 +14,7 @@ from tdg.query.v1 import query_pb2 as pb
 
 from tdg_cli.agreement_conditions import parse_time
 from tdg_cli.client import QUERY, out, usage_errors
-from tdg_cli.query import masked
+from tdg_cli.query_display import masked
 from tdg_cli.vocabulary import OptionError, when
 
 audit_app = typer.Typer(help="The audit trail of governed queries.", no_args_is_help=True)
