@@ -86,7 +86,6 @@ from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
 from tdg_ingest.schema import TableSchema
 from tdg_ingest.warehouse import Warehouse
-from tdg_query.servicer import read_batches
 
 DATASET = "metropole-lyon.bike-counters-bench"
 PUBLISHER = "metropole-lyon"
@@ -259,7 +258,10 @@ class Clients:
         received = [next(responses)]
         self.header_ms = (time.perf_counter() - t0) * 1000
         received.extend(responses)
-        return read_batches(received)
+        schema = pa.ipc.read_schema(pa.py_buffer(received[0].header.arrow_schema))
+        bodies = [r.arrow_batch for r in received if r.WhichOneof("part") == "arrow_batch"]
+        batches = [pa.ipc.read_record_batch(pa.py_buffer(b), schema) for b in bodies]
+        return pa.Table.from_batches(batches, schema=schema)
 
     def flight(self, request: qpb.QueryRequest, md: tuple[tuple[str, str], ...]) -> pa.Table:
         options = flight.FlightCallOptions(
