@@ -37,6 +37,7 @@ from tdg_core.settings import ServiceSettings, TdgSettings
 from tdg_query import sql
 from tdg_query.decision import Decision
 from tdg_query.engine import Decided, Engine, Limits, Prepared
+from tdg_query.execution import Execution
 from tdg_query.failures import Cancelled
 from tdg_query.flight import (
     QueryFlightServer,
@@ -48,6 +49,7 @@ from tdg_query.flight import (
 from tdg_query.model import Query
 from tdg_query.planner import Plan
 from tdg_query.readable import ReadableDataset
+from tdg_query.request import Asked
 from tdg_query.revocations import Revocations
 from tdg_query.servicer import SERVICE_NAME, QueryServicer, register
 from tdg_query.tickets import TICKET_GONE, Tickets
@@ -222,8 +224,8 @@ class Audit:
 
 class RangeEngine(Engine):
     """Plans `SELECT … FROM range(<limit or 100>)` for any request on a dataset of one column;
-    OPA's stand-in denies dataset 'x.denied'. Purpose 'broken' is a bug while planning, purpose
-    'breaks-mid-stream' a bug at the second batch."""
+    OPA's stand-in denies dataset 'x.denied'. Purpose 'broken' is a bug while planning,
+    'breaks-mid-stream' a bug at the first batch, 'catalog-down' a dependency's failure."""
 
     breaking: list[pa.RecordBatchReader]
 
@@ -251,6 +253,8 @@ class RangeEngine(Engine):
         query = decided.query
         if query.purpose == "broken":
             raise KeyError("secret detail")
+        if query.purpose == "catalog-down":
+            raise ConnectionError("the Iceberg catalog is unreachable")
         statement = sql.Statement(
             "SELECT range AS n, 'row ' || range AS label FROM range($1)", [query.limit or 100]
         )
@@ -652,3 +656,29 @@ async def test_a_fault_of_the_service_is_internal_over_grpc_masked_and_audited_o
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert await asyncio.to_thread(audit.outcomes, 1) == ["failed"]
     assert masked(caught.value.details() or "", audit.records[0]), caught.value.details()
+
+
+def test_a_dependency_failing_is_unavailable_with_its_cause_and_audited_once(
+    server: QueryFlightServer, audit: Audit
+) -> None:
+    with pytest.raises(flight.FlightUnavailableError, match="the Iceberg catalog is unreachable"):
+        client(server).get_flight_info(command(purpose="catalog-down"), ALICE)
+    assert audit.outcomes(1) == ["failed"]
+    assert audit.records[0].error == (
+        "the query could not be planned: the Iceberg catalog is unreachable"
+    )
+
+
+async def test_an_execution_ends_once_however_often_it_is_closed(audit: Audit) -> None:
+    principal = Principal("alice", "acme", ())
+    asked = Asked(qpb.QueryRequest(dataset_id="lyon.bikes", purpose="mobility", limit=10))
+    with Execution(range_engine(audit), principal, asked, "grpc") as execution:
+        await execution.prepare()
+        execution.open()
+        execution.close(Cancelled("the caller stopped reading"))
+        execution.close(None)
+        with pytest.raises(Cancelled):
+            execution.next_batch()
+    assert [(r.outcome, r.error) for r in audit.records] == [
+        ("cancelled", "the caller stopped reading")
+    ]

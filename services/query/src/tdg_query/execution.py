@@ -217,7 +217,10 @@ class Execution:
                     pass
 
     def _told(self, error: BaseException | None) -> BaseException | None:
-        """What the audit trail says ended the execution."""
+        """What the audit trail says ended the execution (a fault outside the steps, at an edge,
+        told as the steps tell theirs)."""
+        if isinstance(error, Exception) and not isinstance(error, DomainError | Cancelled):
+            return unexpected(error, self.query_id, RUNNING)
         if isinstance(error, GeneratorExit):
             return Cancelled("the caller stopped reading")
         if isinstance(error, asyncio.CancelledError):
