@@ -79,8 +79,6 @@ class Execution:
     def duration_ms(self) -> int:
         return int((time.monotonic() - self._started) * 1000)
 
-    # --- the steps --------------------------------------------------------------------------
-
     async def prepare(self) -> Prepared:
         """Checked, decided and planned."""
         try:
@@ -119,7 +117,7 @@ class Execution:
         runs here, before the first batch (`interrupt` stops it)."""
         with self._step(RUNNING):
             with self._lock:
-                if self._ended:  # closed while the step began: nothing to interrupt yet
+                if self._ended:  # closed since the step began, with nothing to interrupt yet
                     raise Cancelled("the query had ended")
                 self._cursor = cursor = self._engine.cursor()
             self._reader = reader = self._engine.open(self.prepared, cursor)
@@ -177,8 +175,6 @@ class Execution:
                 release = self._ended and not self._running
             if release:
                 self._release()
-
-    # --- the end ----------------------------------------------------------------------------
 
     def interrupt(self) -> None:
         """Stop DuckDB where it is (a blocked step then raises Cancelled)."""
