@@ -20,7 +20,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pyarrow import flight
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
-from tdg_query.servicer import read_batches
 
 # --- requests -----------------------------------------------------------------------------------
 
@@ -84,6 +83,20 @@ def order(column: str, descending: bool = False) -> qpb.OrderBy:
 
 
 # --- answers ------------------------------------------------------------------------------------
+
+
+def read_batches(responses: Sequence[qpb.QueryResponse]) -> pa.Table:
+    """A whole gRPC answer as one table."""
+    schema: pa.Schema | None = None
+    batches = []
+    for response in responses:
+        if response.HasField("header"):
+            schema = pa.ipc.read_schema(pa.py_buffer(response.header.arrow_schema))
+        elif response.WhichOneof("part") == "arrow_batch":
+            assert schema is not None
+            batches.append(pa.ipc.read_record_batch(pa.py_buffer(response.arrow_batch), schema))
+    assert schema is not None
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 @dataclass

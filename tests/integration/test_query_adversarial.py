@@ -20,10 +20,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pyarrow import flight
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg.query.v1 import query_pb2 as qpb
-from tdg_query.servicer import read_batches
 
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
+from tests.integration.query_helpers import read_batches
 
 pytestmark = pytest.mark.integration
 

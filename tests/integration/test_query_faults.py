@@ -28,10 +28,11 @@ from tdg.query.v1 import query_pb2 as qpb
 from tdg.query.v1 import query_pb2_grpc
 from tdg_core.devstack import DevStackError, OpaServer, Tools, free_port
 from tdg_query.server import QueryApp, build_app
-from tdg_query.servicer import SERVICE_NAME, read_batches
+from tdg_query.servicer import SERVICE_NAME
 
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
+from tests.integration.query_helpers import read_batches
 
 pytestmark = pytest.mark.integration
 

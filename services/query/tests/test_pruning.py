@@ -33,6 +33,7 @@ from pyiceberg.types import (
 )
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg_query import model
 from tdg_query import request as rq
 from tdg_query.decision import Decision, RowFilter, Treatment
 from tdg_query.planner import local_path, pruning
@@ -72,7 +73,7 @@ DATASET = cpb.Dataset(
 )
 
 
-def query(expr: qpb.Expression | None = None, **fields: Any) -> rq.Query:
+def query(expr: qpb.Expression | None = None, **fields: Any) -> model.Query:
     if expr is not None:
         fields["filter"] = expr
     return rq.check_request(

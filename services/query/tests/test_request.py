@@ -17,19 +17,8 @@ from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.errors import InvalidArgument
 from tdg_query import request as rq
-from tdg_query.request import (
-    MAX_DEPTH,
-    MAX_IN_VALUES,
-    MAX_LITERALS,
-    MAX_NODES,
-    Between,
-    Comparison,
-    InList,
-    IsNull,
-    Junction,
-    Not,
-    check_request,
-)
+from tdg_query.model import Between, Comparison, InList, IsNull, Junction, Not, Query
+from tdg_query.request import MAX_DEPTH, MAX_IN_VALUES, MAX_LITERALS, MAX_NODES, check_request
 
 Op: TypeAlias = qpb.ComparisonOperator.ValueType
 Function: TypeAlias = qpb.AggregateFunction.ValueType
@@ -123,7 +112,7 @@ def request(**fields: Any) -> qpb.QueryRequest:
     return qpb.QueryRequest(**fields)
 
 
-def check(ds: cpb.Dataset | None = None, **fields: Any) -> rq.Query:
+def check(ds: cpb.Dataset | None = None, **fields: Any) -> Query:
     return check_request(request(**fields), ds or dataset())
 
 

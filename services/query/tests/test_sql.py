@@ -28,7 +28,8 @@ from tdg_core.column_types import parse_type
 from tdg_core.errors import PermissionDenied
 from tdg_query import epci, sql
 from tdg_query.decision import Decision, parse_decision
-from tdg_query.request import Query, check_request
+from tdg_query.model import Query
+from tdg_query.request import check_request
 
 Op: TypeAlias = qpb.ComparisonOperator.ValueType
 Function: TypeAlias = qpb.AggregateFunction.ValueType

@@ -54,3 +54,8 @@ class Unavailable(DomainError):
 
 class ResourceExhausted(DomainError):
     pass
+
+
+class Internal(DomainError):
+    """A fault of the service itself (a bug), neither the caller's nor a dependency's. Its message
+    is for the caller and says no more than where to look: the details go to the service's log."""

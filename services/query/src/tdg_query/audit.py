@@ -37,6 +37,8 @@ from tdg_core import topics
 from tdg_core.background import Background
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec
 
+from tdg_query.failures import DEPENDENCY_FAILURES
+
 log = structlog.get_logger("tdg.query.audit")
 
 AUDIT_SOURCE = "tdg-query"
@@ -213,11 +215,15 @@ class AuditLog:
                 failures += 1
                 self.healthy = False
                 delay = min(0.2 * 2**failures, 5.0)
-                log.warning(
+                # Kafka away is expected; anything else is a fault, told with its traceback.
+                # Either way the records stay queued: an answer given is never unaudited.
+                expected = isinstance(exc, DEPENDENCY_FAILURES)
+                (log.warning if expected else log.error)(
                     "audit records not sent yet, will retry",
                     pending=self.pending(),
                     retry_in_s=delay,
                     error=repr(exc),
+                    exc_info=not expected,
                 )
                 # A fresh producer for the retry; sent again, a record keeps its CloudEvent id
                 # (the query id), by which the sink drops a copy.

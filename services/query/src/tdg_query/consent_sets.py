@@ -108,6 +108,8 @@ class ConsentSets:
                     await self._refresh(key, known)
                 except Unavailable as exc:
                     log.warning("subject set refresh failed", dataset=key[0], error=str(exc))
+                except Exception:  # a fault: the next query refreshes the set itself
+                    log.exception("subject set refresh failed", dataset=key[0])
 
     async def _refresh(self, key: tuple[str, str], known: SubjectSet) -> None:
         async with known.lock:

@@ -6,10 +6,11 @@
     ListFlights(criteria = a purpose, or empty)                  → one flight per readable dataset
 
 Each call carries `authorization: Bearer <JWT>` and is governed by OPA's `tdg.rpc` decision as a
-gRPC call is; each query by `tdg.read`, inside `Engine.prepare`. GetFlightInfo prepares the query
-and computes its schema without reading data; the single-use ticket it returns is bound to the
-caller's party and expires after `ticket_ttl_s`. DoGet runs the query. Every prepared query gets
-exactly one audit record: answered, refused, cancelled, or never fetched.
+gRPC call is; each query by `tdg.read`, as an `Execution` (the same as a gRPC query's).
+GetFlightInfo prepares the query and computes its schema without reading data; the single-use
+ticket it returns holds the execution, is bound to the caller's party and expires after
+`ticket_ttl_s`. DoGet runs the query. Every query gets exactly one audit record (the execution's):
+answered, refused, cancelled, or never fetched.
 
 Handlers run in Flight's own threads; the asynchronous parts (prepare, OPA) run on the service's
 event loop, the blocking DuckDB parts in the handler's thread.
@@ -19,16 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import functools
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable, Coroutine, Generator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pyarrow as pa
@@ -39,9 +37,8 @@ from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.auth import Principal, TokenVerifier
 from tdg_core.errors import (
     DomainError,
+    Internal,
     InvalidArgument,
-    NotFound,
-    PermissionDenied,
     Unauthenticated,
     Unavailable,
 )
@@ -49,8 +46,12 @@ from tdg_core.grpc.errors import status_of
 from tdg_core.grpc.interceptors import authorize_call
 from tdg_core.policy import PolicyClient
 
-from tdg_query.engine import Cancelled, Engine, Execution, Prepared
+from tdg_query.engine import Engine
+from tdg_query.execution import Execution
+from tdg_query.failures import Cancelled
 from tdg_query.readable import Readable
+from tdg_query.request import Asked
+from tdg_query.tickets import Tickets
 
 log = structlog.get_logger("tdg.query.flight")
 
@@ -60,7 +61,6 @@ SERVICE = "arrow.flight.protocol.FlightService"
 POLL_S = 0.25
 LOOP_TIMEOUT_S = 120.0
 SWEEP_S = 1.0
-TICKET_GONE = "ticket unknown or expired: call GetFlightInfo again"
 STOPPING = "the query service is stopping: run the query again"
 
 T = TypeVar("T")
@@ -79,15 +79,24 @@ _FLIGHT_ERRORS: dict[grpc.StatusCode, Callable[[str], Exception]] = {
 }
 
 
+class Stopping(Cancelled):
+    """The server stops while the query runs: audited as cancelled, answered UNAVAILABLE."""
+
+    def __init__(self) -> None:
+        super().__init__("the query service stopped while the query ran")
+
+
 def flight_error(exc: BaseException) -> Exception:
     """The Flight exception for an error: the gRPC service's status code and message, or, for a
     code Flight cannot send (RESOURCE_EXHAUSTED…), UNKNOWN with the code's name first."""
     if isinstance(exc, flight.FlightError):
         return exc  # type: ignore[no-any-return]
+    if isinstance(exc, Stopping):
+        exc = Unavailable(STOPPING)
     if isinstance(exc, Cancelled):
         return flight.FlightCancelledError(str(exc) or "cancelled")  # type: ignore[no-any-return]
     code, message = status_of(exc)
-    if code == grpc.StatusCode.INTERNAL:
+    if code == grpc.StatusCode.INTERNAL and not isinstance(exc, Internal):
         message = "internal error (see the query service's log)"
     make = _FLIGHT_ERRORS.get(code)
     if make is None:
@@ -110,71 +119,6 @@ def _translated(handler: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
-@dataclass
-class _Held(Generic[T]):
-    party: str
-    item: T
-    expires: float
-
-
-class Tickets(Generic[T]):
-    """Single-use tickets, each bound to the party it was issued to; `expire` gets each item that
-    is not claimed in time (or still held at `close`), exactly once and outside the lock."""
-
-    def __init__(
-        self,
-        ttl_s: float,
-        expire: Callable[[T], None],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._ttl_s = ttl_s
-        self._expire = expire
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._held: dict[bytes, _Held[T]] = {}
-
-    def __len__(self) -> int:
-        return len(self._held)
-
-    def issue(self, party: str, item: T) -> bytes:
-        ticket = secrets.token_urlsafe(32).encode()
-        with self._lock:
-            self._held[ticket] = _Held(party, item, self._clock() + self._ttl_s)
-        return ticket
-
-    def claim(self, ticket: bytes, party: str) -> T:
-        """The ticket's item, once; NotFound when unknown or expired, PermissionDenied (and the
-        ticket kept for its party) when issued to another party."""
-        with self._lock:
-            held = self._held.get(ticket)
-            if held is None:
-                raise NotFound(TICKET_GONE)
-            if held.expires <= self._clock():
-                del self._held[ticket]
-            elif held.party != party:
-                raise PermissionDenied(["the ticket was issued to another party"])
-            else:
-                del self._held[ticket]
-                return held.item
-        self._expire(held.item)
-        raise NotFound(TICKET_GONE)
-
-    def sweep(self) -> None:
-        now = self._clock()
-        with self._lock:
-            gone = [t for t, held in self._held.items() if held.expires <= now]
-            items = [self._held.pop(t).item for t in gone]
-        for item in items:
-            self._expire(item)
-
-    def close(self) -> None:
-        with self._lock:
-            items = [held.item for held in self._held.values()]
-            self._held.clear()
-        for item in items:
-            self._expire(item)
-
-
 class _Streams:
     """The executions blocked reading a batch right now, with their calls: interrupted when the
     caller goes away or the server stops. A call's context is only valid while the call runs, so
@@ -189,7 +133,7 @@ class _Streams:
     def reading(self, context: Any, execution: Execution) -> Iterator[None]:
         with self._lock:
             if self.stopping:
-                raise Cancelled("the query service stopped while the query ran")
+                raise Stopping()
             self._reading[id(execution)] = (context, execution)
         try:
             yield
@@ -281,7 +225,7 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         self._readable = readable
         self._policy = policy
         self._loop = loop
-        self._tickets: Tickets[Prepared] = Tickets(ticket_ttl_s, self._expired)
+        self._tickets: Tickets[Execution] = Tickets(ticket_ttl_s, self._expired)
         self._streams = _Streams()
         self._stopped = threading.Event()
         self._watch = threading.Thread(target=self._watching, name="flight-watch", daemon=True)
@@ -302,9 +246,11 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def get_flight_info(self, context: Any, descriptor: Any) -> Any:
         request = query_request(descriptor)
         principal = self._authorize(context, "GetFlightInfo", dataset_resource(request.dataset_id))
-        prepared = self._prepare(context, principal, request)
-        schema = self._schema(prepared)
-        ticket = self._tickets.issue(principal.party, prepared)
+        execution = Execution(self._engine, principal, Asked(request), "flight")
+        with execution.closed_on_error():  # else the ticket holds it
+            self._on_loop(context, execution.prepare())
+            schema = execution.schema()
+            ticket = self._tickets.issue(principal.party, execution)
         return flight.FlightInfo(
             schema,
             descriptor,
@@ -317,31 +263,23 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     def get_schema(self, context: Any, descriptor: Any) -> Any:
         request = query_request(descriptor)
         principal = self._authorize(context, "GetSchema", dataset_resource(request.dataset_id))
-        prepared = self._prepare(context, principal, request)
-        schema = self._schema(prepared)
-        # Answered: the schema is all that was asked (no rows read).
-        self._engine.finish(prepared, None, None)
-        return flight.SchemaResult(schema)
+        # Answered once the schema is had: it is all that was asked (no rows read).
+        with Execution(self._engine, principal, Asked(request), "flight") as execution:
+            self._on_loop(context, execution.prepare())
+            return flight.SchemaResult(execution.schema())
 
     @_translated
     def do_get(self, context: Any, ticket: Any) -> Any:
-        prepared = self._tickets.claim(ticket.ticket, self._principal(context).party)
-        try:
-            self._authorize(context, "DoGet", dataset_resource(prepared.request.dataset_id))
+        execution = self._tickets.claim(ticket.ticket, self._principal(context).party)
+        with execution.closed_on_error():  # else the stream holds it
+            self._authorize(context, "DoGet", dataset_resource(execution.asked.dataset_id))
             if self._streams.stopping:
                 raise Unavailable(STOPPING)
             # Blocking, and DuckDB runs the query's blocking parts (aggregates, sort) right here.
-            execution = self._engine.open(prepared)
-        except BaseException as exc:
-            self._engine.finish(prepared, None, exc)
-            raise
-        batches = self._batches(context, prepared, execution)
-        next(batches)
-        try:
-            return flight.GeneratorStream(execution.schema, batches)
-        except BaseException:
-            batches.close()
-            raise
+            schema = execution.open()
+            batches = self._batches(context, execution)
+            next(batches)
+            return flight.GeneratorStream(schema, batches)
 
     @_translated
     def list_flights(self, context: Any, criteria: bytes) -> list[Any]:
@@ -369,46 +307,31 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
     # The parts.
 
     def _batches(
-        self, context: Any, prepared: Prepared, execution: Execution
+        self, context: Any, execution: Execution
     ) -> Generator[pa.RecordBatch | None, None, None]:
-        """The answer, batch by batch, audited when it ends however it ends (as the gRPC stream).
-        Primed by one `next` so that, from then on, dropping it unread still runs the finally."""
-        error: BaseException | None = None
+        """The answer, batch by batch; the execution ends with the stream, however it ends.
+        Primed by one `next` so that, from then on, dropping it unread still ends it."""
         try:
-            yield None
-            while True:
-                if self._streams.stopping:
-                    raise Cancelled("the query service stopped while the query ran")
-                if context.is_cancelled():
-                    raise Cancelled("the caller cancelled the query or its deadline passed")
-                with self._streams.reading(context, execution):
-                    batch = execution.next_batch()
-                if batch is None:
-                    break
-                yield batch
-        except GeneratorExit:
-            error = Cancelled("the caller stopped reading")
-            raise
+            with execution:
+                yield None
+                while (batch := self._next_batch(context, execution)) is not None:
+                    yield batch
         except Exception as exc:
-            error, answer = self._failed(context, exc)
-            raise answer from None
-        finally:
-            execution.close()
-            self._engine.finish(prepared, execution, error)
+            raise flight_error(exc) from None
 
-    def _failed(self, context: Any, exc: Exception) -> tuple[BaseException, Exception]:
-        """What the audit records, and what the caller gets, when a stream fails."""
-        if isinstance(exc, DomainError):
-            return exc, flight_error(exc)
+    def _next_batch(self, context: Any, execution: Execution) -> pa.RecordBatch | None:
+        """The next batch, unless the server stops or the caller went away."""
         if self._streams.stopping:
-            return Cancelled("the query service stopped while the query ran"), flight_error(
-                Unavailable(STOPPING)
-            )
-        # Interrupted because the caller went away (DuckDB's interruption may surface as OSError).
-        if isinstance(exc, Cancelled) or context.is_cancelled():
-            cancelled = exc if isinstance(exc, Cancelled) else Cancelled("the caller cancelled")
-            return cancelled, flight_error(cancelled)
-        return exc, flight_error(Unavailable(f"the query failed: {exc}"))
+            raise Stopping()
+        if context.is_cancelled():
+            raise Cancelled("the caller cancelled the query or its deadline passed")
+        try:
+            with self._streams.reading(context, execution):
+                return execution.next_batch()
+        except Cancelled:  # DuckDB interrupted: by the caller leaving, or by the server stopping
+            if self._streams.stopping:
+                raise Stopping() from None
+            raise
 
     def _principal(self, context: Any) -> Principal:
         middleware = context.get_middleware("auth")
@@ -425,45 +348,9 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
         )
         return principal
 
-    def _prepare(self, context: Any, principal: Principal, request: qpb.QueryRequest) -> Prepared:
-        return self._on_loop(
-            context,
-            self._engine.prepare(principal, request, "flight"),
-            # A query prepared after its caller left is audited all the same.
-            late=lambda p: self._engine.finish(p, None, Cancelled("the caller left first")),
-        )
-
-    def _schema(self, prepared: Prepared) -> pa.Schema:
-        """The result's schema without reading data: DuckDB answers `LIMIT 0` with an empty
-        result and no scan, whereas opening the statement itself runs its blocking parts
-        (aggregates, sort). Audited with the error when it cannot be had."""
-        statement = prepared.statement
-        assert statement is not None
-        probe = dataclasses.replace(
-            prepared,
-            statement=dataclasses.replace(
-                statement, sql=f"SELECT * FROM ({statement.sql}) LIMIT 0"
-            ),
-        )
-        try:
-            execution = self._engine.open(probe)
-        except BaseException as exc:
-            self._engine.finish(prepared, None, exc)
-            raise
-        try:
-            schema: pa.Schema = execution.schema
-            return schema
-        finally:
-            execution.close()
-
-    def _on_loop(
-        self,
-        context: Any,
-        work: Coroutine[Any, Any, T],
-        late: Callable[[T], None] | None = None,
-    ) -> T:
-        """`work`'s result, run on the service's event loop. Given up when the caller goes away
-        or the loop does not answer in time; then `late` gets the result if it comes after all."""
+    def _on_loop(self, context: Any, work: Coroutine[Any, Any, T]) -> T:
+        """`work`'s result, run on the service's event loop; cancelled when the caller goes away
+        or the loop does not answer in time."""
         try:
             future = asyncio.run_coroutine_threadsafe(work, self._loop)
         except RuntimeError:  # the loop is closed
@@ -475,10 +362,7 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             if future.done():
                 break
             if context.is_cancelled() or time.monotonic() > deadline:
-                if late is None:
-                    future.cancel()
-                else:
-                    future.add_done_callback(functools.partial(_deliver_late, late))
+                future.cancel()
                 if context.is_cancelled():
                     raise Cancelled("the caller cancelled the call")
                 raise Unavailable(f"the query service did not answer within {LOOP_TIMEOUT_S}s")
@@ -486,8 +370,9 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             raise Unavailable(STOPPING)
         return future.result()
 
-    def _expired(self, prepared: Prepared) -> None:
-        self._engine.finish(prepared, None, Cancelled("the ticket expired before DoGet"))
+    @staticmethod
+    def _expired(execution: Execution) -> None:
+        execution.close(Cancelled("the ticket expired before DoGet"))
 
     def _watching(self) -> None:
         swept = time.monotonic()
@@ -499,8 +384,3 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
                     self._tickets.sweep()
                 except Exception:
                     log.exception("expiring flight tickets failed")
-
-
-def _deliver_late(late: Callable[[T], None], future: concurrent.futures.Future[T]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        late(future.result())

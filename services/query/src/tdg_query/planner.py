@@ -41,7 +41,7 @@ from pyiceberg.table import Table
 from tdg_core.errors import FailedPrecondition, NotFound, Unavailable
 from tdg_lake.catalog import table_identifier
 
-from tdg_query import request as rq
+from tdg_query import model as rq
 from tdg_query.decision import Decision
 from tdg_query.sql import Source
 

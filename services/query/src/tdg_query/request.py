@@ -1,8 +1,10 @@
-"""A `QueryRequest` checked against the dataset's schema: the typed query the engine plans.
+"""A `QueryRequest` checked against the dataset's schema: the proto side of a query.
 
 Everything the caller sends is checked here, before OPA is asked: names must be columns of the
 dataset, literals must fit their column's type, expressions are bounded in depth and size. What
-comes out is plain data (`Query`); the SQL builder only ever sees that, never request text.
+comes out is plain data (`tdg_query.model.Query`); the engine and the SQL builder only ever see
+that, never the message. Until the dataset is known, the message travels as an `Asked`: what the
+engine may read of it (the dataset, the purpose, the text the audit trail keeps) and its check.
 """
 
 from __future__ import annotations
@@ -18,7 +20,21 @@ from google.protobuf import json_format, text_format
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.errors import InvalidArgument
-from tdg_core.identifiers import parse_dataset_id
+
+from tdg_query.model import (
+    Aggregate,
+    Between,
+    Column,
+    Comparison,
+    Expr,
+    InList,
+    IsNull,
+    Junction,
+    Not,
+    Order,
+    Query,
+    Value,
+)
 
 # Bounds on what one request may ask; generous for real use, small enough that a hostile request
 # cannot make the planner or DuckDB's parser work for long.
@@ -30,115 +46,6 @@ MAX_COLUMNS = 500
 MAX_STRING_BYTES = 64 * 1024
 _ALIAS = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 INT32 = (-(2**31), 2**31 - 1)
-
-Value = bool | int | float | str | date | datetime | Decimal
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str  # the catalog's type text
-
-
-@dataclass(frozen=True)
-class Comparison:
-    column: str
-    op: str  # = != < <= > >=
-    value: Value
-
-
-@dataclass(frozen=True)
-class InList:
-    column: str
-    values: tuple[Value, ...]
-    negated: bool
-
-
-@dataclass(frozen=True)
-class Between:
-    column: str
-    low: Value
-    high: Value
-
-
-@dataclass(frozen=True)
-class IsNull:
-    column: str
-    negated: bool
-
-
-@dataclass(frozen=True)
-class Junction:
-    op: str  # AND | OR
-    operands: tuple[Expr, ...]
-
-
-@dataclass(frozen=True)
-class Not:
-    operand: Expr
-
-
-Expr = Comparison | InList | Between | IsNull | Junction | Not
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    function: str  # count sum min max avg count_distinct
-    column: str  # "" for count(*)
-    alias: str
-
-
-@dataclass(frozen=True)
-class Order:
-    column: str
-    descending: bool
-
-
-@dataclass(frozen=True)
-class Query:
-    dataset_id: str
-    purpose: str
-    columns: tuple[str, ...]  # empty: every column the caller may see (raw rows only)
-    filter: Expr | None
-    group_by: tuple[str, ...]
-    aggregates: tuple[Aggregate, ...]
-    order_by: tuple[Order, ...]
-    limit: int | None
-    snapshot_id: int | None
-    as_of: datetime | None
-    schema: tuple[Column, ...] = field(repr=False)
-    event_time_column: str = ""
-
-    @property
-    def aggregating(self) -> bool:
-        return bool(self.aggregates)
-
-    def column_type(self, name: str) -> str:
-        for c in self.schema:
-            if c.name == name:
-                return c.type
-        raise KeyError(name)
-
-    def filter_columns(self) -> list[str]:
-        return sorted(set(_columns_of(self.filter))) if self.filter else []
-
-    def order_columns(self) -> list[str]:
-        """Order-by names that are dataset columns (aliases of aggregates are not)."""
-        names = {c.name for c in self.schema}
-        aliases = {a.alias for a in self.aggregates}
-        return [o.column for o in self.order_by if o.column in names and o.column not in aliases]
-
-    def policy_aggregates(self) -> list[dict[str, str]]:
-        return [{"function": a.function, "column": a.column or "*"} for a in self.aggregates]
-
-
-def _columns_of(expr: Expr) -> list[str]:
-    if isinstance(expr, Junction):
-        return [c for operand in expr.operands for c in _columns_of(operand)]
-    if isinstance(expr, Not):
-        return _columns_of(expr.operand)
-    return [expr.column]
-
 
 _COMPARISONS = {
     qpb.COMPARISON_OPERATOR_EQ: "=",
@@ -172,6 +79,28 @@ def request_json(request: qpb.QueryRequest) -> str:
         return json_format.MessageToJson(request, indent=None, sort_keys=True)
     except (ValueError, json_format.Error):
         return text_format.MessageToString(request, as_one_line=True)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A request as it arrived, not yet checked (the dataset it names may not even exist): the
+    engine reads what it names and the text the audit trail keeps; the message stays inside."""
+
+    _request: qpb.QueryRequest = field(repr=False)
+
+    @property
+    def dataset_id(self) -> str:
+        return self._request.dataset_id
+
+    @property
+    def purpose(self) -> str:
+        return self._request.purpose
+
+    def text(self) -> str:
+        return request_json(self._request)
+
+    def check(self, dataset: cpb.Dataset) -> Query:
+        return check_request(self._request, dataset)
 
 
 def check_request(request: qpb.QueryRequest, dataset: cpb.Dataset) -> Query:
@@ -244,10 +173,6 @@ def check_request(request: qpb.QueryRequest, dataset: cpb.Dataset) -> Query:
         schema=tuple(Column(n, t) for n, t in types.items()),
         event_time_column=dataset.schema.event_time_column,
     )
-
-
-def check_dataset_id(request: qpb.QueryRequest) -> None:
-    parse_dataset_id(request.dataset_id, "dataset_id")
 
 
 def _time_range(request: qpb.QueryRequest, column: str, types: dict[str, str]) -> Expr | None:

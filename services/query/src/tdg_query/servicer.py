@@ -1,9 +1,11 @@
-"""`tdg.query.v1.QueryService`: Query (server streaming of Arrow IPC), ListReadable, SearchAudit."""
+"""`tdg.query.v1.QueryService`: Query (server streaming of Arrow IPC), ListReadable, SearchAudit.
+
+A Query is one `Execution` (the same as an Arrow Flight query's): the request goes in as an `Asked`,
+the answer comes out as a header, the batches (encoded once, `encode_batch`) and a summary."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +15,14 @@ import pyarrow as pa
 from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.catalog_view import CatalogView
-from tdg_core.errors import DomainError, InvalidArgument, Unavailable
+from tdg_core.errors import InvalidArgument
 from tdg_core.grpc.context import current_principal
 
 from tdg_query.audit_table import AuditTable
-from tdg_query.engine import Cancelled, Engine, Entry, Execution, Prepared
+from tdg_query.engine import Engine, Entry, Prepared
+from tdg_query.execution import Execution
 from tdg_query.readable import Readable
+from tdg_query.request import Asked
 
 SERVICE_NAME = "tdg.query.v1.QueryService"
 MAX_AUDIT_RESULTS = 1000
@@ -86,66 +90,38 @@ def register(servicer: QueryServicer, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
 
 
-async def stream(engine: Engine, prepared: Prepared) -> AsyncIterator[Answer]:
-    """The answer of a prepared query, batch by batch, audited when it ends however it ends."""
-    cursor = engine.cursor()
-    try:
-        execution = await asyncio.to_thread(engine.open, prepared, cursor)
-    except asyncio.CancelledError:
-        cursor.interrupt()  # the worker thread stops DuckDB, then closes the cursor
-        engine.finish(prepared, None, Cancelled("the caller cancelled the query"))
-        raise
-    except BaseException as exc:
-        engine.finish(prepared, None, exc)
-        raise
-    error: BaseException | None = None
-    try:
-        yield qpb.QueryResponse(header=prepared.header(execution.schema))
-        while True:
-            batch = await asyncio.to_thread(execution.next_batch)
-            if batch is None:
-                break
+async def stream(execution: Execution) -> AsyncIterator[Answer]:
+    """The answer of a query: header, batches, summary. The execution ends with the stream,
+    however it ends (the caller cancelling or its deadline passing included)."""
+    async with execution:
+        prepared = await execution.prepare()
+        # DuckDB runs in worker threads; cancelled here, the execution interrupts it.
+        schema = await asyncio.to_thread(execution.open)
+        yield qpb.QueryResponse(header=header(execution, prepared, schema))
+        while (batch := await asyncio.to_thread(execution.next_batch)) is not None:
             yield encode_batch(batch)
-        yield qpb.QueryResponse(summary=summary(prepared, execution))
-    except asyncio.CancelledError:
-        error = Cancelled("the caller cancelled the query or its deadline passed")
-        execution.interrupt()
-        raise
-    except GeneratorExit:
-        error = Cancelled("the caller stopped reading")
-        execution.interrupt()
-        raise
-    except DomainError as exc:
-        error = exc
-        raise
-    except Exception as exc:
-        error = exc
-        raise Unavailable(f"the query failed: {exc}") from exc
-    finally:
-        execution.close()
-        engine.finish(prepared, execution, error)
+        yield qpb.QueryResponse(summary=summary(execution))
 
 
-def summary(prepared: Prepared, execution: Execution) -> qpb.QuerySummary:
-    return qpb.QuerySummary(
-        rows=execution.rows,
-        bytes=execution.bytes,
-        duration_ms=int((time.monotonic() - prepared.started) * 1000),
+def header(execution: Execution, prepared: Prepared, schema: pa.Schema) -> qpb.QueryHeader:
+    decided = prepared.decided
+    return qpb.QueryHeader(
+        query_id=execution.query_id,
+        dataset_id=execution.asked.dataset_id,
+        snapshot_id=prepared.plan.snapshot_id,
+        arrow_schema=schema.serialize().to_pybytes(),
+        agreement_id=decided.decision.agreement_id,
+        treatments=[
+            qpb.ColumnTreatment(column=c, treatment=t) for c, t in prepared.statement.output
+        ],
+        consent_revision=decided.consent.revision if decided.consent else 0,
     )
 
 
-def read_batches(responses: list[qpb.QueryResponse]) -> pa.Table:
-    """A whole answer as one table (for tests and tools holding the messages)."""
-    schema: pa.Schema | None = None
-    batches = []
-    for response in responses:
-        if response.HasField("header"):
-            schema = pa.ipc.read_schema(pa.py_buffer(response.header.arrow_schema))
-        elif response.WhichOneof("part") == "arrow_batch":
-            assert schema is not None
-            batches.append(pa.ipc.read_record_batch(pa.py_buffer(response.arrow_batch), schema))
-    assert schema is not None
-    return pa.Table.from_batches(batches, schema=schema)
+def summary(execution: Execution) -> qpb.QuerySummary:
+    return qpb.QuerySummary(
+        rows=execution.rows, bytes=execution.bytes, duration_ms=execution.duration_ms
+    )
 
 
 class QueryServicer:
@@ -157,9 +133,9 @@ class QueryServicer:
     async def Query(
         self, request: qpb.QueryRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Answer]:
-        prepared = await self._engine.prepare(current_principal(), request, "grpc")
-        async for response in stream(self._engine, prepared):
-            yield response
+        execution = Execution(self._engine, current_principal(), Asked(request), "grpc")
+        async for answer in stream(execution):
+            yield answer
 
     async def ListReadable(
         self, request: qpb.ListReadableRequest, context: grpc.aio.ServicerContext

@@ -25,7 +25,7 @@ from typing import Any
 from tdg_core.errors import PermissionDenied
 
 from tdg_query.decision import Decision, Treatment
-from tdg_query.request import (
+from tdg_query.model import (
     Between,
     Comparison,
     Expr,

@@ -1,6 +1,7 @@
-"""The Arrow Flight server's own parts: tickets (single use, bound to a party, expiring), the errors
-clients get (status codes through pyarrow.flight), and one audit record per query however it ends,
-on a local server whose engine reads DuckDB's `range` (no Kafka, OPA nor Iceberg)."""
+"""One execution behind both ways in, on local servers whose engine reads DuckDB's `range` (no
+Kafka, OPA nor Iceberg): the Arrow Flight server's own parts (tickets: single use, bound to a party,
+expiring; the errors clients get, status codes through pyarrow.flight), and one audit record per
+query however it ends, over Flight and gRPC; a fault of the service is INTERNAL, its text masked."""
 
 from __future__ import annotations
 
@@ -8,16 +9,18 @@ import asyncio
 import json
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any, cast
 
 import duckdb
+import grpc
 import pyarrow as pa
 import pytest
 from pyarrow import flight
+from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg.query.v1 import query_pb2_grpc
 from tdg_core.auth import Principal, TokenVerifier, issue_token
 from tdg_core.errors import (
     FailedPrecondition,
@@ -28,20 +31,28 @@ from tdg_core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tdg_core.grpc import GrpcService, build_server
 from tdg_core.policy import DecisionPath
-from tdg_core.settings import TdgSettings
+from tdg_core.settings import ServiceSettings, TdgSettings
 from tdg_query import sql
-from tdg_query.engine import Cancelled, Engine, Limits, Prepared
+from tdg_query.decision import Decision
+from tdg_query.engine import Decided, Engine, Limits, Prepared
+from tdg_query.execution import Execution
+from tdg_query.failures import Cancelled
 from tdg_query.flight import (
-    TICKET_GONE,
     QueryFlightServer,
-    Tickets,
     dataset_resource,
     flight_error,
     purpose_of,
     query_request,
 )
+from tdg_query.model import Query
+from tdg_query.planner import Plan
 from tdg_query.readable import ReadableDataset
+from tdg_query.request import Asked
+from tdg_query.revocations import Revocations
+from tdg_query.servicer import SERVICE_NAME, QueryServicer, register
+from tdg_query.tickets import TICKET_GONE, Tickets
 
 # Tickets
 
@@ -212,34 +223,66 @@ class Audit:
 
 
 class RangeEngine(Engine):
-    """Prepares `SELECT … FROM range(<limit or 100>)` for any request; refuses dataset 'x.denied'
-    (audited, as the real engine does)."""
+    """Plans `SELECT … FROM range(<limit or 100>)` for any request on a dataset of one column;
+    OPA's stand-in denies dataset 'x.denied'. Purpose 'broken' is a bug while planning,
+    'breaks-mid-stream' a bug at the first batch, 'catalog-down' a dependency's failure."""
 
-    async def prepare(
-        self, principal: Principal, request: qpb.QueryRequest, channel: str
-    ) -> Prepared:
-        prepared = Prepared(
-            str(uuid.uuid4()), principal, request, channel, time.monotonic(), datetime.now(UTC)
+    breaking: list[pa.RecordBatchReader]
+
+    async def dataset(self, dataset_id: str) -> cpb.Dataset:
+        columns = [cpb.Column(name="n", type="int64")]
+        return cpb.Dataset(id=dataset_id, schema=cpb.Schema(columns=columns))
+
+    async def decide(self, caller: Principal, query: Query, dataset: cpb.Dataset) -> Decided:
+        denied = query.dataset_id == "x.denied"
+        decision = Decision(
+            allow=not denied,
+            reasons=("no agreement covers purpose 'x'",) if denied else (),
+            agreement_id="",
+            columns={},
+            row_filters=(),
+            consent_required=False,
+            consent_purpose="",
+            subject_column="",
+            aggregate_only=False,
+            min_group_size=0,
         )
-        if request.dataset_id == "x.denied":
-            error = PermissionDenied(["no agreement covers purpose 'x'"])
-            self.finish(prepared, None, error)
-            raise error
+        return Decided(query, dataset, decision)
+
+    async def plan(self, decided: Decided, caller: Principal) -> Prepared:
+        query = decided.query
+        if query.purpose == "broken":
+            raise KeyError("secret detail")
+        if query.purpose == "catalog-down":
+            raise ConnectionError("the Iceberg catalog is unreachable")
         statement = sql.Statement(
-            "SELECT range AS n, 'row ' || range AS label FROM range($1)",
-            [request.limit if request.HasField("limit") else 100],
+            "SELECT range AS n, 'row ' || range AS label FROM range($1)", [query.limit or 100]
         )
-        if request.purpose == "endless":  # minutes of work for DuckDB, streamed as it goes
+        if query.purpose == "endless":  # minutes of work for DuckDB, streamed as it goes
             statement.sql = "SELECT range AS n, md5(range::VARCHAR) AS h FROM range($1)"
-        if request.group_by:
+        if query.group_by:
             statement.sql = f"SELECT n % 3 AS k, count(*) AS c FROM ({statement.sql}) GROUP BY k"
-        prepared.statement = statement
-        return prepared
+        watch = Revocations().watch("", caller.party, caller.org)
+        return Prepared(decided, Plan(0, sql.Source((), frozenset(), True)), statement, watch)
+
+    def open(self, prepared: Prepared, cursor: duckdb.DuckDBPyConnection) -> pa.RecordBatchReader:
+        reader = super().open(prepared, cursor)
+        if prepared.decided.query.purpose == "breaks-mid-stream":
+            self.breaking.append(reader)
+        return reader
+
+    def read(self, reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+        if any(r is reader for r in self.breaking):
+            raise ZeroDivisionError("secret detail")
+        return super().read(reader)
 
 
 class Policy:
     def __init__(self) -> None:
         self.inputs: list[dict[str, Any]] = []
+
+    async def healthy(self) -> bool:
+        return True
 
     async def decide(self, path: DecisionPath, input_data: dict[str, Any]) -> dict[str, Any]:
         assert path is DecisionPath.RPC
@@ -281,14 +324,8 @@ def policy() -> Policy:
     return Policy()
 
 
-def start(
-    loop: asyncio.AbstractEventLoop,
-    audit: Audit,
-    policy: Policy,
-    ttl_s: float = 60.0,
-    max_rows: int = 1_000_000,
-) -> QueryFlightServer:
-    unused = cast(Any, None)  # what only the real prepare needs
+def range_engine(audit: Audit, max_rows: int = 1_000_000) -> RangeEngine:
+    unused = cast(Any, None)  # what only the real steps need
     engine = RangeEngine(
         unused,
         unused,
@@ -299,9 +336,20 @@ def start(
         duckdb.connect(":memory:"),
         Limits(max_rows=max_rows, max_bytes=1 << 30, batch_rows=1000),
     )
+    engine.breaking = []
+    return engine
+
+
+def start(
+    loop: asyncio.AbstractEventLoop,
+    audit: Audit,
+    policy: Policy,
+    ttl_s: float = 60.0,
+    max_rows: int = 1_000_000,
+) -> QueryFlightServer:
     server = QueryFlightServer(
         "grpc+tcp://127.0.0.1:0",
-        engine,
+        range_engine(audit, max_rows),
         cast(Any, Datasets()),
         TokenVerifier(SETTINGS),
         cast(Any, policy),
@@ -331,6 +379,7 @@ def as_party(party: str) -> flight.FlightCallOptions:
 
 
 ALICE = as_party("alice")
+COUNT = qpb.Aggregate(function=qpb.AGGREGATE_FUNCTION_COUNT, alias="c")
 
 
 def command(
@@ -388,8 +437,9 @@ def test_the_schema_is_had_without_running_the_query(
     c = client(server)
     # Five hundred million rows to group: the schema comes at once all the same.
     started = time.monotonic()
-    info = c.get_flight_info(command(500_000_000, group_by=["n"]), ALICE)
-    schema = c.get_schema(command(500_000_000, group_by=["n"]), ALICE).schema
+    grouped = command(500_000_000, group_by=["n"], aggregates=[COUNT])
+    info = c.get_flight_info(grouped, ALICE)
+    schema = c.get_schema(grouped, ALICE).schema
     assert time.monotonic() - started < 5.0
     assert info.schema == schema == pa.schema([("k", pa.int64()), ("c", pa.int64())])
     assert audit.outcomes(1) == ["ok"]  # GetSchema: answered, no rows
@@ -540,4 +590,95 @@ def test_list_flights_names_the_readable_datasets(server: QueryFlightServer) -> 
     assert [(r.dataset_id, r.purpose) for r in requests] == [
         ("lyon.bikes", "mobility"),
         ("lyon.parking", "research"),
+    ]
+
+
+# A fault of the service: INTERNAL, its text masked, audited once
+
+
+def masked(message: str, record: qpb.AuditRecord) -> bool:
+    told = f"internal error, query id {record.query_id} (see the query service's log)"
+    return message.startswith(told) and "secret" not in message and record.error == told
+
+
+@pytest.mark.parametrize("purpose", ["broken", "breaks-mid-stream"])
+def test_a_fault_of_the_service_is_internal_over_flight_masked_and_audited_once(
+    server: QueryFlightServer, audit: Audit, purpose: str
+) -> None:
+    c = client(server)
+    with pytest.raises(flight.FlightInternalError) as caught:
+        info = c.get_flight_info(command(5000, purpose=purpose), ALICE)
+        c.do_get(info.endpoints[0].ticket, ALICE).read_all()
+    assert audit.outcomes(1) == ["failed"]
+    assert masked(str(caught.value), audit.records[0]), str(caught.value)
+
+
+@pytest.fixture
+async def grpc_address(audit: Audit) -> AsyncIterator[str]:
+    """The gRPC QueryService, with every tdg interceptor, on the same engine."""
+    servicer = QueryServicer(range_engine(audit), cast(Any, Datasets()), cast(Any, None))
+    service = GrpcService(SERVICE_NAME, partial(register, servicer), lambda rpc, request: {})
+    settings = ServiceSettings(auth_hs256_secret=SETTINGS.auth_hs256_secret, grpc_port=0)
+    server, _, port = build_server(
+        settings, [service], TokenVerifier(SETTINGS), cast(Any, Policy())
+    )
+    await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def grpc_query(address: str, purpose: str) -> list[qpb.QueryResponse]:
+    token = issue_token(SETTINGS, "alice", "acme", [])
+    request = qpb.QueryRequest(dataset_id="lyon.bikes", purpose=purpose, limit=2500)
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = query_pb2_grpc.QueryServiceStub(channel).Query(
+            request, metadata=(("authorization", f"Bearer {token}"),), timeout=30
+        )
+        return [response async for response in call]
+
+
+async def test_a_grpc_query_is_answered_and_audited_once(grpc_address: str, audit: Audit) -> None:
+    responses = await grpc_query(grpc_address, "mobility")
+    assert responses[-1].summary.rows == 2500
+    assert await asyncio.to_thread(audit.outcomes, 1) == ["ok"]
+    assert (audit.records[0].query_id, audit.records[0].channel) == (
+        responses[0].header.query_id,
+        "grpc",
+    )
+
+
+@pytest.mark.parametrize("purpose", ["broken", "breaks-mid-stream"])
+async def test_a_fault_of_the_service_is_internal_over_grpc_masked_and_audited_once(
+    grpc_address: str, audit: Audit, purpose: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await grpc_query(grpc_address, purpose)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert await asyncio.to_thread(audit.outcomes, 1) == ["failed"]
+    assert masked(caught.value.details() or "", audit.records[0]), caught.value.details()
+
+
+def test_a_dependency_failing_is_unavailable_with_its_cause_and_audited_once(
+    server: QueryFlightServer, audit: Audit
+) -> None:
+    with pytest.raises(flight.FlightUnavailableError, match="the Iceberg catalog is unreachable"):
+        client(server).get_flight_info(command(purpose="catalog-down"), ALICE)
+    assert audit.outcomes(1) == ["failed"]
+    assert audit.records[0].error == (
+        "the query could not be planned: the Iceberg catalog is unreachable"
+    )
+
+
+async def test_an_execution_ends_once_however_often_it_is_closed(audit: Audit) -> None:
+    principal = Principal("alice", "acme", ())
+    asked = Asked(qpb.QueryRequest(dataset_id="lyon.bikes", purpose="mobility", limit=10))
+    with Execution(range_engine(audit), principal, asked, "grpc") as execution:
+        await execution.prepare()
+        execution.open()
+        execution.close(Cancelled("the caller stopped reading"))
+        execution.close(None)
+        with pytest.raises(Cancelled):
+            execution.next_batch()
+    assert [(r.outcome, r.error) for r in audit.records] == [
+        ("cancelled", "the caller stopped reading")
     ]
