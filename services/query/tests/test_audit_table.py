@@ -14,12 +14,12 @@ from tdg.query.v1.query_pb2 import AuditRecord, ColumnTreatment
 from tdg_core import topics
 from tdg_core.events import CloudEvent
 from tdg_lake.offsets import StaleOffsets
+from tdg_lake.sink import Batch
 from tdg_query.audit import audit_event
 from tdg_query.audit_table import (
     AUDIT_TABLE,
     OFFSETS_PROPERTY,
     AuditTable,
-    _Batch,
     decode,
 )
 
@@ -222,7 +222,7 @@ def message(offset: int, record: AuditRecord, partition: int = 0) -> Message:
 def test_messages_that_are_not_query_audited_events_are_skipped() -> None:
     other = CloudEvent.of(AuditRecord(query_id="x"), "someone")  # a CloudEvent of another type
     untimed = AuditRecord(query_id="q9")
-    batch = _Batch()
+    batch = Batch(topics.AUDIT, decode)
     batch.add(
         [
             message(0, audit("q1")),
@@ -239,7 +239,7 @@ def test_messages_that_are_not_query_audited_events_are_skipped() -> None:
 
 
 def test_a_batch_never_holds_a_message_twice() -> None:
-    batch = _Batch()
+    batch = Batch(topics.AUDIT, decode)
     batch.add([message(0, audit("q1")), message(1, audit("q2"))])
     batch.add([message(1, audit("q2")), message(2, audit("q3"))])
     batch.add([message(5, audit("q4"), partition=1)])

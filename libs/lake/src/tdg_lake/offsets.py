@@ -10,29 +10,30 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 
 import pyarrow as pa
 import structlog
 from pyiceberg.exceptions import CommitFailedException
-from pyiceberg.io.pyarrow import _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 
+from tdg_lake.tables import COMMIT_ATTEMPTS, write_data_files
+
 log = structlog.get_logger("tdg.lake.offsets")
 
-
-def write_data_files(table: Table, data: pa.Table) -> list[DataFile]:
-    """Parquet files of `data` laid out by the table's partition spec, not yet committed."""
-    if data.num_rows == 0:
-        return []
-    return list(
-        _dataframe_to_data_files(
-            table_metadata=table.metadata, df=data, io=table.io, write_uuid=uuid.uuid4()
-        )
-    )
+# Re-exported: maintenance imports them from here.
+__all__ = [
+    "COMMIT_ATTEMPTS",
+    "StaleOffsets",
+    "append_exactly_once",
+    "encode_offsets",
+    "offset_summaries",
+    "offsets_in",
+    "show_offsets",
+    "write_data_files",
+]
 
 
 def encode_offsets(topic: str, offsets: dict[int, int]) -> str:
@@ -60,10 +61,6 @@ def offsets_in(table: Table, topic: str, prop: str) -> dict[int, int]:
 
 def show_offsets(offsets: dict[int, int]) -> str:
     return "{" + ", ".join(f"{p}: {o}" for p, o in sorted(offsets.items())) + "}"
-
-
-# Commit attempts before giving up on a table other writers keep changing.
-COMMIT_ATTEMPTS = 5
 
 
 class StaleOffsets(Exception):

@@ -22,19 +22,9 @@ import pyarrow as pa
 import structlog
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError
-from pyiceberg.expressions import (
-    And,
-    BooleanExpression,
-    EqualTo,
-    GreaterThanOrEqual,
-    In,
-    LessThan,
-    LessThanOrEqual,
-    Or,
-)
-from pyiceberg.partitioning import PartitionField, PartitionSpec
+from pyiceberg.expressions import And, BooleanExpression, Or
 from pyiceberg.schema import Schema
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.table import Table
 from pyiceberg.table.snapshots import ancestors_of
 from pyiceberg.transforms import IdentityTransform
 from pyiceberg.types import (
@@ -49,6 +39,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 from tdg.ingest.v1 import ingest_pb2 as pb
+from tdg_lake.tables import NO_COMMIT_RETRY, PartitionBy, create_or_load, eq, ge, is_in, le, lt
 
 from tdg_ingest.contract import DELIVERY_PROPERTY, THROUGH_PROPERTY
 from tdg_ingest.delivery import BUCKETS, LAG_EDGES_S, DeliveryTally, HourDelivery, lag_quantile
@@ -204,15 +195,15 @@ class Indicators:
             return []
         end = starts[-1] + length
         window = And(
-            _eq("dataset_id", dataset_id),
-            _ge("period_start", _iso(starts[0])),
-            _lt("period_start", _iso(end)),
+            eq("dataset_id", dataset_id),
+            ge("period_start", _iso(starts[0])),
+            lt("period_start", _iso(end)),
             # the partition column, so that only the window's days are read
-            _ge("period_day", starts[0].date().isoformat()),
-            _le("period_day", (end - _HOUR).date().isoformat()),
+            ge("period_day", starts[0].date().isoformat()),
+            le("period_day", (end - _HOUR).date().isoformat()),
         )
         if producer:
-            window = And(window, _eq("producer", producer))
+            window = And(window, eq("producer", producer))
         table = self._table()
         by_producer: dict[str, list[dict[str, Any]]] = {producer: []} if producer else {}
         for row in sorted(_read(table, window), key=lambda r: r["period_start"]):
@@ -231,22 +222,14 @@ class Indicators:
         return out
 
     def _table(self) -> Table:
-        catalog = self._warehouse.catalog
-        try:
-            return catalog.load_table(INDICATORS_TABLE)
-        except NoSuchTableError:
-            catalog.create_namespace_if_not_exists(INDICATORS_TABLE[0])
-            return catalog.create_table_if_not_exists(
-                INDICATORS_TABLE,
-                SCHEMA,
-                partition_spec=PartitionSpec(
-                    PartitionField(4, 1000, IdentityTransform(), "period_day")
-                ),
-                properties={
-                    TableProperties.COMMIT_NUM_RETRIES: "0",
-                    "tdg.lag_edges_s": ",".join(str(e) for e in LAG_EDGES_S),
-                },
-            )
+        table, _ = create_or_load(
+            self._warehouse.catalog,
+            INDICATORS_TABLE,
+            SCHEMA,
+            {**NO_COMMIT_RETRY, "tdg.lag_edges_s": ",".join(str(e) for e in LAG_EDGES_S)},
+            (PartitionBy("period_day", IdentityTransform(), "period_day"),),
+        )
+        return table
 
     def _pending(self, dataset_id: str, last: int | None) -> tuple[int, DeliveryTally] | None:
         """(current snapshot id, merged tallies of the snapshots after `last`), None if none."""
@@ -388,8 +371,8 @@ def _region(tallies: dict[str, DeliveryTally]) -> BooleanExpression | None:
         days = sorted({s.date().isoformat() for s in starts})
         parts.append(
             And(
-                _eq("dataset_id", dataset_id),
-                And(_in("period_day", days), _in("period_start", [_iso(s) for s in starts])),
+                eq("dataset_id", dataset_id),
+                And(is_in("period_day", days), is_in("period_start", [_iso(s) for s in starts])),
             )
         )
     return functools.reduce(Or, parts) if parts else None
@@ -475,24 +458,3 @@ def _iso(moment: datetime) -> str:
 def _utc(moment: datetime) -> datetime:
     """Naive datetimes are taken as UTC."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-# pydantic's mypy plugin misreads the constructors pyiceberg's predicates override.
-def _eq(column: str, value: Any) -> BooleanExpression:
-    return EqualTo(column, value)  # type: ignore[call-arg]
-
-
-def _ge(column: str, value: Any) -> BooleanExpression:
-    return GreaterThanOrEqual(column, value)  # type: ignore[call-arg]
-
-
-def _le(column: str, value: Any) -> BooleanExpression:
-    return LessThanOrEqual(column, value)  # type: ignore[call-arg]
-
-
-def _lt(column: str, value: Any) -> BooleanExpression:
-    return LessThan(column, value)  # type: ignore[call-arg]
-
-
-def _in(column: str, values: list[Any]) -> BooleanExpression:
-    return In(column, values)  # type: ignore[call-arg]

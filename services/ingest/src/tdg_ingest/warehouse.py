@@ -7,9 +7,8 @@ table's offsets are still those it started from. The commit is conditional on th
 (pyiceberg asserts the branch head; the SQL catalog swaps the metadata location atomically), so
 two writers of the same partitions cannot both succeed.
 
-pyiceberg (0.12) would retry a failed snapshot commit by rebasing it on the new head while keeping
-its summary: stale offsets over newer data. Every table is therefore set to
-`commit.retry.num-retries = 0` and each method here re-reads and re-checks itself on a conflict.
+Every table is set to `commit.retry.num-retries = 0` (why: `tdg_lake.tables`) and each method here
+re-reads and re-checks itself on a conflict.
 
 Every method blocks; the worker calls them through `asyncio.to_thread`. An instance holds no
 mutable state besides its catalog, so threads may use it at once (conflicts on one table are
@@ -23,32 +22,19 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 import structlog
-from pyiceberg.exceptions import (
-    CommitFailedException,
-    NoSuchTableError,
-    TableAlreadyExistsError,
-)
-from pyiceberg.expressions import EqualTo
-from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible
-from pyiceberg.table import Table, TableProperties
+from pyiceberg.exceptions import CommitFailedException
+from pyiceberg.table import Table
 from pyiceberg.transforms import DayTransform
-from sqlalchemy.exc import IntegrityError
 from tdg_lake import offsets as lake_offsets
+from tdg_lake import tables
 from tdg_lake.catalog import open_catalog, table_identifier
-from tdg_lake.offsets import COMMIT_ATTEMPTS, append_exactly_once
+from tdg_lake.offsets import append_exactly_once
+from tdg_lake.tables import BATCH_TABLE_PROPERTIES, COMMIT_ATTEMPTS, PartitionBy
 
 from tdg_ingest.contract import OFFSETS_PROPERTY
 from tdg_ingest.schema import TableSchema
 
 log = structlog.get_logger("tdg.ingest.warehouse")
-
-# Commits retried on a conflict before giving up (the caller's own retry takes over then).
-
-TABLE_PROPERTIES = {
-    TableProperties.COMMIT_NUM_RETRIES: "0",
-    # A commit per batch makes many metadata files; keep the last hundred only.
-    TableProperties.METADATA_DELETE_AFTER_COMMIT_ENABLED: "true",
-}
 
 
 @dataclass(frozen=True)
@@ -69,19 +55,16 @@ class Warehouse:
     def ensure_table(self, schema: TableSchema) -> None:
         """Create the table (partitioned by day of event time) or evolve it to `schema`."""
         ident = table_identifier(schema.dataset_id)
-        try:
-            self.catalog.create_namespace_if_not_exists(ident[0])
-        except IntegrityError:
-            pass  # created by another process between its existence check and its insert
+        time_column = schema.event_time_column
+        partition_by = (
+            (PartitionBy(time_column, DayTransform(), f"{time_column}_day"),) if time_column else ()
+        )
         for _ in range(COMMIT_ATTEMPTS):
-            try:
-                table = self.catalog.load_table(ident)
-            except NoSuchTableError:
-                try:
-                    self._create(ident, schema)
-                    return
-                except (TableAlreadyExistsError, CommitFailedException):
-                    continue  # lost the race (either way the catalog says it): evolve the winner's
+            table, created = tables.create_or_load(
+                self.catalog, ident, schema.arrow_schema(), BATCH_TABLE_PROPERTIES, partition_by
+            )
+            if created:
+                return
             try:
                 _evolve(table, schema.arrow_schema())
                 return
@@ -89,34 +72,12 @@ class Warehouse:
                 continue  # evolved meanwhile by another replica: look again
         raise CommitFailedException(f"{ident}: {COMMIT_ATTEMPTS} conflicts while provisioning")
 
-    def _create(self, ident: tuple[str, str], schema: TableSchema) -> None:
-        tx = self.catalog.create_table_transaction(
-            ident, schema=schema.arrow_schema(), properties=dict(TABLE_PROPERTIES)
-        )
-        if schema.event_time_column:
-            with tx.update_spec() as spec:
-                spec.add_field(
-                    schema.event_time_column, DayTransform(), f"{schema.event_time_column}_day"
-                )
-        tx.commit_transaction()
-        log.info("table created", table=".".join(ident))
-
     def load(self, dataset_id: str) -> Table:
         return self.catalog.load_table(table_identifier(dataset_id))
 
     def load_for_write(self, dataset_id: str) -> Table:
-        """The table, made sure first that pyiceberg will not rebase a conflicting commit
-        (a table created elsewhere may lack the property)."""
-        table = self.load(dataset_id)
-        if table.properties.get(TableProperties.COMMIT_NUM_RETRIES) != "0":
-            try:
-                with table.transaction() as tx:
-                    tx.set_properties(dict(TABLE_PROPERTIES))
-            except CommitFailedException:
-                table = self.load(dataset_id)
-                if table.properties.get(TableProperties.COMMIT_NUM_RETRIES) != "0":
-                    raise
-        return table
+        """The table, made sure first that pyiceberg will not rebase a conflicting commit."""
+        return tables.load_for_write(lambda: self.load(dataset_id))
 
     # --- offsets and batches --------------------------------------------------------------
 
@@ -136,9 +97,7 @@ class Warehouse:
         """Append `data` (possibly empty) in one snapshot carrying the offsets advanced to `end`;
         StaleOffsets when the table is not at `start`. Returns the new snapshot id."""
         table = self.load_for_write(dataset_id)
-        _check_pyarrow_schema_compatible(
-            table.schema(), data.schema, format_version=table.metadata.format_version
-        )
+        tables.check_writable(table, data.schema)
         return append_exactly_once(
             table,
             lambda: self.load(dataset_id),
@@ -154,8 +113,7 @@ class Warehouse:
 
     def delete_rows(self, dataset_id: str, column: str, value: str) -> tuple[int, int]:
         """Delete the rows whose `column` equals `value`: (snapshot id or 0, rows deleted)."""
-        # pydantic's mypy plugin misreads the constructor pyiceberg overrides.
-        predicate = EqualTo(column, value)  # type: ignore[call-arg]
+        predicate = tables.eq(column, value)
         for _ in range(COMMIT_ATTEMPTS):
             table = self.load_for_write(dataset_id)
             # Counted on the snapshot the delete is conditional on, so the count is exact.
@@ -221,5 +179,5 @@ def _evolve(table: Table, target: pa.Schema) -> None:
             update.union_by_name(wanted)
             for name in dropped:
                 update.make_column_optional(name)
-        if any(table.properties.get(k) != v for k, v in TABLE_PROPERTIES.items()):
-            tx.set_properties(dict(TABLE_PROPERTIES))
+        if any(table.properties.get(k) != v for k, v in BATCH_TABLE_PROPERTIES.items()):
+            tx.set_properties(dict(BATCH_TABLE_PROPERTIES))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,22 +24,10 @@ import pyarrow.parquet as pq
 import structlog
 from pyiceberg.catalog import Catalog
 from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import (
-    AlwaysTrue,
-    And,
-    BooleanExpression,
-    EqualTo,
-    GreaterThan,
-    GreaterThanOrEqual,
-    In,
-    IsNull,
-    LessThan,
-    LessThanOrEqual,
-    NotEqualTo,
-    NotNull,
-)
+from pyiceberg.expressions import AlwaysTrue, And, BooleanExpression
 from pyiceberg.table import Table
 from tdg_core.errors import FailedPrecondition, NotFound, Unavailable
+from tdg_lake import tables
 from tdg_lake.catalog import table_identifier
 
 from tdg_query import model as rq
@@ -184,9 +173,7 @@ def pruning(query: rq.Query, decision: Decision) -> BooleanExpression:
     top-level conjuncts of the caller's filter. DuckDB applies the exact filter; this only skips
     files that cannot match, so anything not translated is left out (always true)."""
     parts: list[BooleanExpression] = [
-        In(f.column, set(f.values))  # type: ignore[call-arg]
-        for f in decision.row_filters
-        if f.values
+        tables.is_in(f.column, f.values) for f in decision.row_filters if f.values
     ]
     conjuncts: list[rq.Expr] = []
     if query.filter is not None:
@@ -201,18 +188,16 @@ def pruning(query: rq.Query, decision: Decision) -> BooleanExpression:
         translated = _translate(expr)
         if translated is not None:
             parts.append(translated)
-    if not parts:
-        return AlwaysTrue()
-    return parts[0] if len(parts) == 1 else And(*parts)
+    return tables.all_of(parts)
 
 
-_OPS: dict[str, Any] = {
-    "=": EqualTo,
-    "!=": NotEqualTo,
-    "<": LessThan,
-    "<=": LessThanOrEqual,
-    ">": GreaterThan,
-    ">=": GreaterThanOrEqual,
+_OPS: dict[str, Callable[[str, Any], BooleanExpression]] = {
+    "=": tables.eq,
+    "!=": tables.ne,
+    "<": tables.lt,
+    "<=": tables.le,
+    ">": tables.gt,
+    ">=": tables.ge,
 }
 
 
@@ -242,14 +227,13 @@ def _translate(expr: rq.Expr) -> BooleanExpression | None:
     if isinstance(expr, rq.Comparison):
         if isinstance(expr.value, float) and expr.op in ("=", "!="):
             return None  # float equality: leave it to DuckDB
-        return _OPS[expr.op](expr.column, _literal(expr.value))  # type: ignore[no-any-return]
+        return _OPS[expr.op](expr.column, _literal(expr.value))
     if isinstance(expr, rq.InList) and not expr.negated:
-        return In(expr.column, {_literal(v) for v in expr.values})  # type: ignore[call-arg]
+        return tables.is_in(expr.column, (_literal(v) for v in expr.values))
     if isinstance(expr, rq.Between):
         return And(
-            GreaterThanOrEqual(expr.column, _literal(expr.low)),  # type: ignore[call-arg]
-            LessThanOrEqual(expr.column, _literal(expr.high)),  # type: ignore[call-arg]
+            tables.ge(expr.column, _literal(expr.low)), tables.le(expr.column, _literal(expr.high))
         )
     if isinstance(expr, rq.IsNull):
-        return NotNull(expr.column) if expr.negated else IsNull(expr.column)  # type: ignore[call-arg]
+        return tables.not_null(expr.column) if expr.negated else tables.is_null(expr.column)
     return None
