@@ -35,7 +35,7 @@ from tests.integration.ingest_helpers import eventually, produce, settled
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LYON = "metropole-lyon"
 PURPOSE = "mobility-planning"
 ROWS = 30_000
