@@ -109,18 +109,16 @@ async def test_opa_unreachable_means_unavailable_and_not_serving(
 ) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tdg.catalog.v1 import catalog_pb2_grpc
-    from tdg_catalog.server import build_app
+    from tdg_catalog.server import build_service
     from tdg_core.devstack import free_port
+    from tdg_core.testing import in_process
 
-    from tests.integration.conftest import catalog_settings
+    from tests.integration.fixtures.services import catalog_settings
 
     settings = catalog_settings(
         tmp_path, kafka.bootstrap, f"http://127.0.0.1:{free_port()}", secret
     )
-    app = await build_app(settings)
-    await app.start()
-    try:
-        await app.monitor.check_once()
+    async with in_process(build_service, settings) as app:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
             health = await health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
@@ -136,7 +134,3 @@ async def test_opa_unreachable_means_unavailable_and_not_serving(
             )
         assert code == grpc.StatusCode.UNAVAILABLE
         assert "policy engine" in details
-    finally:
-        await app.server.stop(0)
-        await app.monitor.stop()
-        await app.close()
