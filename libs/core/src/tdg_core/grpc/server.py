@@ -144,7 +144,10 @@ async def serve(
     grace_s: float,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> None:
-    """Start, run until SIGTERM/SIGINT, then stop gracefully: NOT_SERVING first, then drain."""
+    """Start, run until SIGTERM/SIGINT, then stop gracefully: NOT_SERVING first, then drain.
+
+    Superseded by `tdg_core.service.Service.run`; goes once ingest and query build a `Service`.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
