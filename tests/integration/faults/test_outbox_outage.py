@@ -9,15 +9,22 @@ import uuid
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.consent.v1 import consent_pb2 as cpb
+from tdg_catalog.settings import CatalogSettings
+from tdg_consent.settings import ConsentSettings
 from tdg_core import topics
 from tdg_core.outbox import Outbox
+from tdg_core.service import Service
+from tdg_core.testing import KafkaBroker
 
+from tests.integration.fixtures.callers import Caller, CallerFactory, ConsentCaller
 from tests.integration.helpers import events_for, example
 
 pytestmark = pytest.mark.integration
 
 
-async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, catalog_app) -> None:
+async def test_event_written_during_a_kafka_outage_arrives_once(
+    caller: CallerFactory[Caller], kafka: KafkaBroker, catalog_app: Service[CatalogSettings]
+) -> None:
     if not kafka.owned:
         pytest.fail("this story stops the broker: run it against the session's own Kafka")
     officer = caller("lyon-data-office", "metropole-lyon", "data-officer")
@@ -42,7 +49,9 @@ async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, c
 
 
 async def test_consent_events_written_during_a_kafka_outage_arrive_once(
-    consent_caller, kafka, consent_app
+    consent_caller: CallerFactory[ConsentCaller],
+    kafka: KafkaBroker,
+    consent_app: Service[ConsentSettings],
 ) -> None:
     if not kafka.owned:
         pytest.fail("this story stops the broker: run it against the session's own Kafka")
