@@ -57,7 +57,7 @@ lint: venv opa proto-check ## ruff, mypy, opa fmt/check
 policy-test: opa ## Rego unit tests
 	$(OPA) test policies/ -v
 
-unit: setup ## unit tests (pure logic) and the fixtures' own tests
+unit: venv ## unit tests (pure logic): no Kafka, OPA or PostgreSQL needed
 	$(PY) -m pytest -q -m "not integration"
 
 integration: setup ## user stories on the real stack (Kafka, OPA, PostgreSQL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from tdg.catalog.v1 import catalog_pb2 as pb
@@ -13,6 +12,8 @@ from tdg.consent.v1 import consent_pb2 as consent_pb
 from tdg_cli.dataset_file import load_register_request, load_schema
 from tdg_core import topics
 from tdg_core.events import CloudEvent
+
+from tests.integration.fixtures.callers import CatalogClient, ConsentCaller
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -70,7 +71,7 @@ async def consent_events_for(
     return await events_for(bootstrap, key, expected, timeout_s, topic=topics.CONSENT_EVENTS)
 
 
-async def published(officer: Any, name: str) -> pb.Dataset:
+async def published(officer: CatalogClient, name: str) -> pb.Dataset:
     """An example dataset registered and published by `officer` (a caller with a catalog stub)."""
     request = example(name)
     await officer.catalog.RegisterDataset(request, metadata=officer.md, timeout=10)
@@ -81,7 +82,7 @@ async def published(officer: Any, name: str) -> pb.Dataset:
     return dataset
 
 
-async def partner_with_app(admin: Any) -> tuple[str, str]:
+async def partner_with_app(admin: ConsentCaller) -> tuple[str, str]:
     """A fresh private partner and its application, registered by the platform admin."""
     suffix = uuid.uuid4().hex[:6]
     org, app = f"velo-startup-{suffix}", f"velo-app-{suffix}"

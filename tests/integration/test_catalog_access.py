@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
+from tdg_core.testing import KafkaBroker
 
+from tests.integration.fixtures.callers import Caller, CallerFactory
+from tests.integration.fixtures.tokens import TokenMaker
 from tests.integration.helpers import example
 
 pytestmark = pytest.mark.integration
@@ -20,7 +25,9 @@ async def _code(coro) -> tuple[grpc.StatusCode, str]:
     return info.value.code(), info.value.details() or ""
 
 
-async def test_officer_of_another_publisher_is_denied_with_the_policy_reason(caller) -> None:
+async def test_officer_of_another_publisher_is_denied_with_the_policy_reason(
+    caller: CallerFactory[Caller],
+) -> None:
     other = caller("grenoble-data-office", GRENOBLE, "data-officer")
     request = example("bike-counters", publisher=LYON)
     code, details = await _code(other.stub.RegisterDataset(request, metadata=other.md, timeout=10))
@@ -28,7 +35,9 @@ async def test_officer_of_another_publisher_is_denied_with_the_policy_reason(cal
     assert "data-officer of publisher 'metropole-lyon'" in details
 
 
-async def test_application_cannot_publish_but_platform_admin_can(caller) -> None:
+async def test_application_cannot_publish_but_platform_admin_can(
+    caller: CallerFactory[Caller],
+) -> None:
     officer = caller("lyon-data-office", LYON, "data-officer")
     app = caller("mobility-app", "velo-start", "application")
     admin = caller("ops", "tdg-platform", "platform-admin")
@@ -47,7 +56,7 @@ async def test_application_cannot_publish_but_platform_admin_can(caller) -> None
     assert published.dataset.status == pb.DATASET_STATUS_PUBLISHED
 
 
-async def test_drafts_are_visible_only_to_their_publisher(caller) -> None:
+async def test_drafts_are_visible_only_to_their_publisher(caller: CallerFactory[Caller]) -> None:
     officer = caller("lyon-data-office", LYON, "data-officer")
     colleague = caller("lyon-analyst", LYON, "application")
     outsider = caller("grenoble-data-office", GRENOBLE, "data-officer")
@@ -84,7 +93,7 @@ async def test_drafts_are_visible_only_to_their_publisher(caller) -> None:
     ],
 )
 async def test_bad_tokens_are_unauthenticated_with_the_reason(
-    channel, make_token, token_kind: str, reason: str
+    channel: grpc.aio.Channel, make_token: TokenMaker, token_kind: str, reason: str
 ) -> None:
     from tdg.catalog.v1 import catalog_pb2_grpc
 
@@ -105,22 +114,20 @@ async def test_bad_tokens_are_unauthenticated_with_the_reason(
 
 
 async def test_opa_unreachable_means_unavailable_and_not_serving(
-    tmp_path, kafka, secret, make_token
+    tmp_path: Path, kafka: KafkaBroker, secret: str, make_token: TokenMaker
 ) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from tdg.catalog.v1 import catalog_pb2_grpc
-    from tdg_catalog.server import build_app
+    from tdg_catalog.server import build_service
     from tdg_core.devstack import free_port
+    from tdg_core.testing import in_process
 
-    from tests.integration.conftest import catalog_settings
+    from tests.integration.fixtures.services import catalog_settings
 
     settings = catalog_settings(
         tmp_path, kafka.bootstrap, f"http://127.0.0.1:{free_port()}", secret
     )
-    app = await build_app(settings)
-    await app.start()
-    try:
-        await app.monitor.check_once()
+    async with in_process(build_service, settings) as app:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
             health = await health_pb2_grpc.HealthStub(ch).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
@@ -136,7 +143,3 @@ async def test_opa_unreachable_means_unavailable_and_not_serving(
             )
         assert code == grpc.StatusCode.UNAVAILABLE
         assert "policy engine" in details
-    finally:
-        await app.server.stop(0)
-        await app.monitor.stop()
-        await app.close()

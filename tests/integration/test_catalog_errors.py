@@ -6,6 +6,7 @@ import grpc
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
 
+from tests.integration.fixtures.callers import Caller, CallerFactory
 from tests.integration.helpers import example
 
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ async def _code(coro) -> tuple[grpc.StatusCode, str]:
 
 
 @pytest.fixture
-def officer(caller):
+def officer(caller: CallerFactory[Caller]) -> Caller:
     return caller("lyon-data-office", LYON, "data-officer")
 
 
@@ -38,7 +39,9 @@ def officer(caller):
         ),
     ],
 )
-async def test_malformed_field_is_invalid_argument_naming_it(officer, mutate, field: str) -> None:
+async def test_malformed_field_is_invalid_argument_naming_it(
+    officer: Caller, mutate, field: str
+) -> None:
     request = example("bike-counters")
     mutate(request)
     code, details = await _code(
@@ -48,7 +51,7 @@ async def test_malformed_field_is_invalid_argument_naming_it(officer, mutate, fi
     assert details.startswith(field), details
 
 
-async def test_personal_column_without_subject_column_is_refused(officer) -> None:
+async def test_personal_column_without_subject_column_is_refused(officer: Caller) -> None:
     request = example("household-energy-meters")
     request.schema.subject_column = ""
     code, details = await _code(
@@ -58,7 +61,7 @@ async def test_personal_column_without_subject_column_is_refused(officer) -> Non
     assert "subject_column" in details
 
 
-async def test_duplicate_is_already_exists_and_unknown_is_not_found(officer) -> None:
+async def test_duplicate_is_already_exists_and_unknown_is_not_found(officer: Caller) -> None:
     request = example("bike-counters")
     await officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10)
     code, _ = await _code(officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10))
@@ -77,7 +80,9 @@ async def test_duplicate_is_already_exists_and_unknown_is_not_found(officer) -> 
     assert code == grpc.StatusCode.NOT_FOUND
 
 
-async def test_incompatible_evolution_lists_every_problem_and_keeps_the_schema(officer) -> None:
+async def test_incompatible_evolution_lists_every_problem_and_keeps_the_schema(
+    officer: Caller,
+) -> None:
     request = example("bike-counters")
     await officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10)
     schema = pb.Schema()
@@ -98,7 +103,7 @@ async def test_incompatible_evolution_lists_every_problem_and_keeps_the_schema(o
     assert current.dataset.latest_schema_version == 1
 
 
-async def test_publishing_twice_is_failed_precondition(officer) -> None:
+async def test_publishing_twice_is_failed_precondition(officer: Caller) -> None:
     request = example("waste-bin-fill-levels")
     await officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10)
     await officer.stub.PublishDataset(
@@ -112,14 +117,14 @@ async def test_publishing_twice_is_failed_precondition(officer) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
-async def test_oversized_request_is_refused(officer) -> None:
+async def test_oversized_request_is_refused(officer: Caller) -> None:
     request = example("bike-counters")
     request.metadata.description = "x" * (5 * 1024 * 1024)
     code, _ = await _code(officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-async def test_list_pages_through_everything_once(officer) -> None:
+async def test_list_pages_through_everything_once(officer: Caller) -> None:
     ids = set()
     for _ in range(5):
         request = example("bike-counters")

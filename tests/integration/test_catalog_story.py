@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.events.v1 import catalog_events_pb2 as ev
 from tdg_core import topics
+from tdg_core.testing import KafkaBroker
 
+from tests.integration.fixtures.callers import Caller, CallerFactory
 from tests.integration.helpers import events_for, evolution, example
 
 pytestmark = pytest.mark.integration
@@ -18,7 +21,7 @@ pytestmark = pytest.mark.integration
 LYON = "metropole-lyon"
 
 
-async def test_register_evolve_publish_search_export(caller) -> None:
+async def test_register_evolve_publish_search_export(caller: CallerFactory[Caller]) -> None:
     officer = caller("lyon-data-office", LYON, "data-officer")
     reader = caller("mobility-app", "velo-start", "application")
     request = example("bike-counters")
@@ -72,7 +75,9 @@ async def test_register_evolve_publish_search_export(caller) -> None:
     assert "dcat" in json.dumps(document["@context"])
 
 
-async def test_changes_are_events_in_order_with_cloudevents_headers(caller, kafka) -> None:
+async def test_changes_are_events_in_order_with_cloudevents_headers(
+    caller: CallerFactory[Caller], kafka: KafkaBroker
+) -> None:
     officer = caller("lyon-data-office", LYON, "data-officer")
     request = example("bike-counters")
     await officer.stub.RegisterDataset(request, metadata=officer.md, timeout=10)
@@ -115,7 +120,9 @@ async def test_changes_are_events_in_order_with_cloudevents_headers(caller, kafk
     assert events[4].parse(ev.DatasetDeprecated).reason == "replaced by v3 counters"
 
 
-async def test_headers_are_cloudevents_binary_mode(caller, kafka) -> None:
+async def test_headers_are_cloudevents_binary_mode(
+    caller: CallerFactory[Caller], kafka: KafkaBroker
+) -> None:
     from aiokafka import AIOKafkaConsumer
 
     officer = caller("lyon-data-office", LYON, "data-officer")
@@ -140,7 +147,7 @@ async def test_headers_are_cloudevents_binary_mode(caller, kafka) -> None:
     assert {"ce_id", "ce_source", "ce_time"} <= headers.keys()
 
 
-async def test_health_and_reflection_answer_without_token(channel) -> None:
+async def test_health_and_reflection_answer_without_token(channel: grpc.aio.Channel) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 

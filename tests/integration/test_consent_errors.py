@@ -9,6 +9,7 @@ import grpc
 import pytest
 from tdg.consent.v1 import consent_pb2 as pb
 
+from tests.integration.fixtures.callers import CallerFactory, ConsentCaller
 from tests.integration.helpers import partner_with_app, published
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ async def refusal(call: Any, request: Any, who: Any) -> grpc.aio.AioRpcError:
 
 
 @pytest.fixture
-async def setup(consent_caller) -> dict[str, Any]:
+async def setup(consent_caller: CallerFactory[ConsentCaller]) -> dict[str, Any]:
     """A published dataset of Lyon, a partner with an application, and a pending request."""
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
     lyon = consent_caller("lyon-data-office", LYON, "data-officer")
@@ -197,7 +198,9 @@ async def test_only_the_platform_admin_registers_parties(setup) -> None:
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-async def test_citizens_see_only_their_own_consents(consent_caller) -> None:
+async def test_citizens_see_only_their_own_consents(
+    consent_caller: CallerFactory[ConsentCaller],
+) -> None:
     alice = consent_caller("alice-1234", "", "citizen")
     own = await alice.stub.ListConsents(
         pb.ListConsentsRequest(subject_id="alice-1234"), metadata=alice.md, timeout=10

@@ -17,7 +17,9 @@ from tdg.consent.v1 import consent_pb2 as pb
 from tdg.events.v1 import consent_events_pb2 as ev
 from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
+from tdg_core.testing import KafkaBroker, OpaEndpoint
 
+from tests.integration.fixtures.callers import CallerFactory, ConsentCaller
 from tests.integration.helpers import consent_events_for, partner_with_app, published
 
 pytestmark = pytest.mark.integration
@@ -45,11 +47,13 @@ async def until(
 
 
 @pytest.fixture
-def policy(opa) -> PolicyClient:
+def policy(opa: OpaEndpoint) -> PolicyClient:
     return PolicyClient(opa.url, timeout_s=2.0)
 
 
-async def test_request_approve_decide_revoke(consent_caller, policy, kafka) -> None:
+async def test_request_approve_decide_revoke(
+    consent_caller: CallerFactory[ConsentCaller], policy: PolicyClient, kafka: KafkaBroker
+) -> None:
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
     officer = consent_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "ev-charging-sessions")
@@ -167,7 +171,9 @@ async def test_request_approve_decide_revoke(consent_caller, policy, kafka) -> N
     )
 
 
-async def test_suspended_party_is_denied_everywhere(consent_caller, policy) -> None:
+async def test_suspended_party_is_denied_everywhere(
+    consent_caller: CallerFactory[ConsentCaller], policy: PolicyClient
+) -> None:
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
     officer = consent_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "bike-counters")
@@ -242,7 +248,9 @@ async def test_suspended_party_is_denied_everywhere(consent_caller, policy) -> N
     assert await may_read()
 
 
-async def test_consents_are_reflected_in_the_subject_set(consent_caller, kafka) -> None:
+async def test_consents_are_reflected_in_the_subject_set(
+    consent_caller: CallerFactory[ConsentCaller], kafka: KafkaBroker
+) -> None:
     import pyarrow as pa
 
     officer = consent_caller("lyon-data-office", LYON, "data-officer")

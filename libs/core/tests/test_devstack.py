@@ -66,6 +66,7 @@ async def _read_all(bootstrap: str, topic: str, expected: int) -> list[bytes]:
     return values
 
 
+@pytest.mark.integration
 async def test_broker_creates_a_topic_and_round_trips_a_record(kafka: KafkaBroker) -> None:
     topic = await _create_topic(kafka.bootstrap)
     assert topic in await list_topics(kafka.bootstrap)
@@ -75,12 +76,14 @@ async def test_broker_creates_a_topic_and_round_trips_a_record(kafka: KafkaBroke
     assert await _read_all(kafka.bootstrap, topic, expected=1) == [b"bike counter 42"]
 
 
+@pytest.mark.integration
 async def test_broker_does_not_create_topics_on_first_use(kafka: KafkaBroker) -> None:
     if not kafka.owned or kafka.node is None:
         pytest.skip("checks the configuration of the broker this session provisions")
     assert "auto.create.topics.enable=false" in kafka.node.properties_file.read_text()
 
 
+@pytest.mark.integration
 async def test_owned_broker_keeps_its_data_across_an_outage(kafka: KafkaBroker) -> None:
     if not kafka.owned:
         pytest.skip("TDG_KAFKA_BOOTSTRAP names a broker this session may not stop")
@@ -120,6 +123,7 @@ def _served_policies(policies: Path) -> list[str]:
     return sorted(p.name for p in policies.rglob("*.rego") if not p.name.endswith("_test.rego"))
 
 
+@pytest.mark.integration
 def test_opa_fixture_serves_the_repository_policies(opa: OpaEndpoint) -> None:
     status, _ = _get(f"{opa.url}/health")
     assert status == 200
@@ -130,6 +134,7 @@ def test_opa_fixture_serves_the_repository_policies(opa: OpaEndpoint) -> None:
     assert loaded == repo_rego
 
 
+@pytest.mark.integration
 def test_opa_server_decides_with_policies_from_a_directory(tmp_path: Path) -> None:
     tools = Tools.locate()
     if not tools.opa_ready:
@@ -185,6 +190,7 @@ def _opa_bin() -> Path:
     return tools.opa_bin
 
 
+@pytest.mark.integration
 def test_opa_server_pulls_the_registry_bundle_beside_its_policies(tmp_path: Path) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
@@ -226,6 +232,7 @@ def test_opa_server_pulls_the_registry_bundle_beside_its_policies(tmp_path: Path
         server.stop()
 
 
+@pytest.mark.integration
 def test_opa_server_with_the_bundle_still_serves_the_repository_policies(tmp_path: Path) -> None:
     repo_policies = Path(__file__).parents[3] / "policies"
     bundle_port = free_port()
@@ -251,6 +258,7 @@ def test_opa_server_with_the_bundle_still_serves_the_repository_policies(tmp_pat
             server.stop()
 
 
+@pytest.mark.integration
 def test_opa_fixture_pulls_the_registry_bundle_from_its_bundle_port(opa: OpaEndpoint) -> None:
     # Checked on the configuration only: pulling a bundle into the session's OPA would make
     # data.tdg.registry bundle-owned for every later test (see tdg_core.testing._bundles).
@@ -262,6 +270,7 @@ def test_opa_fixture_pulls_the_registry_bundle_from_its_bundle_port(opa: OpaEndp
         assert f"--config-file={opa.server.config_file}" in opa.server.argv
 
 
+@pytest.mark.integration
 async def test_postgres_accepts_a_query_through_sqlalchemy_asyncpg(postgres_url: str) -> None:
     assert postgres_url.startswith("postgresql+asyncpg://")
     engine = create_async_engine(postgres_url)

@@ -92,7 +92,8 @@ async def _fresh_postgres(url: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+# PostgreSQL is part of the real stack: that half runs only with the integration tests.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
 async def service(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Service]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'consent.db'}"

@@ -89,6 +89,7 @@ async def list_everything(reader: DeadLetterReader, f: RejectFilter | None = Non
 # --- against the broker ------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 async def test_a_rejected_record_comes_back_byte_for_byte(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -113,6 +114,7 @@ async def test_a_rejected_record_comes_back_byte_for_byte(
     assert by_offset[101].value == b"" and by_offset[101].source_key is None
 
 
+@pytest.mark.integration
 async def test_the_dead_letter_carries_its_reason_in_headers(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -141,6 +143,7 @@ async def test_the_dead_letter_carries_its_reason_in_headers(
     }
 
 
+@pytest.mark.integration
 async def test_a_reject_sent_again_after_a_crash_is_listed_once(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -159,6 +162,7 @@ async def test_a_reject_sent_again_after_a_crash_is_listed_once(
     assert all(g.rejected_at < T0 + timedelta(hours=1) for g in got), "the first copy is kept"
 
 
+@pytest.mark.integration
 async def test_filters_narrow_the_list(kafka: KafkaBroker, producer: AIOKafkaProducer) -> None:
     topic = await new_topic(kafka)
     other = "grand-est.air-quality"
@@ -187,6 +191,7 @@ async def test_filters_narrow_the_list(kafka: KafkaBroker, producer: AIOKafkaPro
         await reader.list_all(limit=4)
 
 
+@pytest.mark.integration
 async def test_pages_walk_every_partition_oldest_first(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -211,6 +216,7 @@ async def test_pages_walk_every_partition_oldest_first(
     assert len({p.id.split(":")[0] for p in pages}) > 1, "spread over partitions"
 
 
+@pytest.mark.integration
 async def test_a_page_token_belongs_to_its_filter(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -224,6 +230,7 @@ async def test_a_page_token_belongs_to_its_filter(
     assert err.value.field == "page_token"
 
 
+@pytest.mark.integration
 async def test_a_reject_is_read_by_its_id(kafka: KafkaBroker, producer: AIOKafkaProducer) -> None:
     topic = await new_topic(kafka, partitions=2)
     await DeadLetterWriter(producer, topic).send_all([letter(n) for n in range(3)])
@@ -240,6 +247,7 @@ async def test_a_reject_is_read_by_its_id(kafka: KafkaBroker, producer: AIOKafka
     assert err.value.field == "id"
 
 
+@pytest.mark.integration
 async def test_replay_puts_the_record_back_as_it_arrived(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -264,6 +272,7 @@ async def test_replay_puts_the_record_back_as_it_arrived(
     ]
 
 
+@pytest.mark.integration
 async def test_a_foreign_message_is_listed_not_fatal(
     kafka: KafkaBroker, producer: AIOKafkaProducer
 ) -> None:
@@ -292,6 +301,7 @@ async def test_a_foreign_message_is_listed_not_fatal(
         await reader.replay([foreign], producer)
 
 
+@pytest.mark.integration
 async def test_a_topic_not_created_yet_has_no_rejects(kafka: KafkaBroker) -> None:
     reader = DeadLetterReader(kafka.bootstrap, f"tdg.test.none-{uuid.uuid4().hex[:8]}")
     assert await reader.list() == ([], "")

@@ -350,6 +350,7 @@ def postgres_catalog_url(postgres_url: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+@pytest.mark.integration
 def test_catalog_on_postgresql_keeps_offsets_exactly_once(
     postgres_catalog_url: str, tmp_path: Path
 ) -> None:

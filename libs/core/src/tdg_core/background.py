@@ -1,11 +1,43 @@
 """A service's long-running task (relay, follower, sweep): started once, cancelled and awaited on
-stop, so that nothing it holds (a connection, a consumer) leaks past the service."""
+stop, so that nothing it holds (a connection, a consumer) leaks past the service.
+
+Loops that retry say why they failed with `log_failure`: a dependency that is away (Kafka, the
+database) is a one-line warning, anything else is a bug and is logged with its traceback; either
+way the loop goes on. A task that ends with an exception is logged with its traceback at once,
+not when the service stops.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from tdg_core.errors import Unavailable
+
+log = structlog.get_logger("tdg.core.background")
+
+# What a dependency being away looks like (TimeoutError and ConnectionError are OSErrors).
+DEPENDENCY_FAILURES: tuple[type[BaseException], ...] = (
+    KafkaError,
+    OSError,
+    OperationalError,
+    InterfaceError,
+    Unavailable,
+)
+
+
+def log_failure(logger: Any, event: str, exc: BaseException, **context: object) -> None:
+    """Log a retried failure: a warning when a dependency is away, else with its traceback."""
+    if isinstance(exc, DEPENDENCY_FAILURES):
+        logger.warning(event, error=str(exc), **context)
+    else:
+        logger.error(event, exc_info=exc, **context)
 
 
 class Background:
@@ -25,6 +57,11 @@ class Background:
                 await self._run()
 
             self._task = asyncio.create_task(run(), name=self._name)
+            self._task.add_done_callback(self._report)
+
+    def _report(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background task ended by an error", task=self._name, exc_info=exc)
 
     async def stop(self) -> None:
         if self._task is not None:

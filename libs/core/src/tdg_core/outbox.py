@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 from tdg_core.db import write_gate
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec, ensure_topics
 
@@ -175,7 +175,7 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outbox relay failed, will retry", error=str(exc))
+                log_failure(log, "outbox relay failed, will retry", exc)
                 await asyncio.sleep(self._retry_s)
                 continue
             self._wake.clear()

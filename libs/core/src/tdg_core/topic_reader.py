@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 from tdg_core.events import topic_partitions
 
 log = structlog.get_logger("tdg.core.topic_reader")
@@ -83,7 +83,7 @@ class TopicReader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("reading failed, will retry", topic=self.topic, error=str(exc))
+                log_failure(log, "reading failed, will retry", exc, topic=self.topic)
                 await asyncio.sleep(1.0)
             finally:
                 self.ready.clear()

@@ -1,22 +1,22 @@
-"""Wires the catalog: database (migrated), outbox relay to Kafka, gRPC server."""
+"""Wires the catalog: database (migrated), outbox relay to Kafka, gRPC server.
+
+Started in this order, stopped in reverse: database, OPA client, producer, outbox relay, gRPC.
+"""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg_core import topics
 from tdg_core.auth import TokenVerifier
 from tdg_core.db import create_engine, database_up, upgrade_to_head
 from tdg_core.events import EventProducer, TopicSpec
 from tdg_core.grpc import GrpcService, build_server
-from tdg_core.grpc.server import HealthMonitor
 from tdg_core.outbox import Outbox
 from tdg_core.policy import PolicyClient
+from tdg_core.service import Component, Service
 
 from tdg_catalog.catalog import Catalog
 from tdg_catalog.servicer import SERVICE_NAME, CatalogServicer, resource_of
@@ -26,29 +26,7 @@ from tdg_catalog.store import outbox
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-@dataclass
-class CatalogApp:
-    server: grpc.aio.Server
-    monitor: HealthMonitor
-    port: int
-    engine: AsyncEngine
-    outbox: Outbox
-    producer: EventProducer
-    policy: PolicyClient
-
-    async def start(self) -> None:
-        await self.server.start()
-        self.monitor.start()
-        self.outbox.start()
-
-    async def close(self) -> None:
-        await self.outbox.stop()
-        await self.producer.stop()
-        await self.policy.close()
-        await self.engine.dispose()
-
-
-async def build_app(settings: CatalogSettings) -> CatalogApp:
+async def build_service(settings: CatalogSettings) -> Service[CatalogSettings]:
     engine = create_engine(settings.catalog_database_url)
     await upgrade_to_head(engine, MIGRATIONS)
     producer = EventProducer(settings.kafka_bootstrap, client_id="tdg-catalog")
@@ -77,5 +55,14 @@ async def build_app(settings: CatalogSettings) -> CatalogApp:
         # Kafka is not required to serve: the outbox keeps events until it returns.
         dependencies={"database": functools.partial(database_up, engine)},
     )
-    server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
-    return CatalogApp(server, monitor, port, engine, relay, producer, policy)
+    grpc = build_server(settings, [service], TokenVerifier(settings), policy)
+    return Service(
+        settings,
+        grpc,
+        [
+            Component.resource("database", engine, engine.dispose),
+            Component.resource("opa", policy, policy.close),
+            Component.resource("producer", producer, producer.stop),
+            Component.running("outbox-relay", relay),
+        ],
+    )

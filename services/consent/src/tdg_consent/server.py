@@ -1,24 +1,26 @@
 """Wires the consent service: database (migrated), the followers of the catalog's and the ingest
 service's events, the outbox relay, the OPA bundle server, the agreement expiry sweep and the gRPC
-server."""
+server.
+
+Started in this order, stopped in reverse: database, OPA client, producer, outbox relay, bundle
+server, bundle source, catalog follower, ingest follower, expiry sweep, gRPC. The followers and
+the relay retry by themselves while Kafka is away.
+"""
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
 from tdg.consent.v1 import consent_pb2_grpc
 from tdg_core import topics
 from tdg_core.auth import TokenVerifier
 from tdg_core.db import create_engine, database_up, upgrade_to_head
 from tdg_core.events import EventProducer, TopicSpec
 from tdg_core.grpc import GrpcService, build_server
-from tdg_core.grpc.server import HealthMonitor
 from tdg_core.outbox import Outbox
 from tdg_core.policy import PolicyClient
+from tdg_core.service import Component, Service
 
 from tdg_consent.access import Access
 from tdg_consent.bundle import PolicySettings
@@ -37,50 +39,7 @@ from tdg_consent.store import outbox
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-@dataclass
-class ConsentApp:
-    server: grpc.aio.Server
-    monitor: HealthMonitor
-    port: int
-    engine: AsyncEngine
-    outbox: Outbox
-    producer: EventProducer
-    policy: PolicyClient
-    datasets: DatasetDirectory
-    # Erasure progress reported by the ingest service.
-    ingest_events: TopicFollower
-    access: Access
-    bundle_source: BundleSource
-    bundle_server: BundleServer
-    expiry_sweep_s: float
-
-    async def start_background(self) -> None:
-        """The bundle server, then background work that retries by itself while Kafka is away."""
-        await self.bundle_server.start()
-        self.bundle_source.start()
-        self.datasets.start()
-        self.ingest_events.start()
-        self.outbox.start()
-        self.access.start_expiry(self.expiry_sweep_s)
-
-    async def start(self) -> None:
-        await self.start_background()
-        await self.server.start()
-        self.monitor.start()
-
-    async def close(self) -> None:
-        await self.access.stop()
-        await self.datasets.stop()
-        await self.ingest_events.stop()
-        await self.bundle_source.stop()
-        await self.bundle_server.stop()
-        await self.outbox.stop()
-        await self.producer.stop()
-        await self.policy.close()
-        await self.engine.dispose()
-
-
-async def build_app(settings: ConsentSettings) -> ConsentApp:
+async def build_service(settings: ConsentSettings) -> Service[ConsentSettings]:
     engine = create_engine(settings.consent_database_url)
     await upgrade_to_head(engine, MIGRATIONS)
     producer = EventProducer(settings.kafka_bootstrap, client_id="tdg-consent")
@@ -121,25 +80,31 @@ async def build_app(settings: ConsentSettings) -> ConsentApp:
         # Kafka is not required to serve: the outbox keeps events until it returns.
         dependencies={"database": functools.partial(database_up, engine)},
     )
-    server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
+    grpc = build_server(settings, [service], TokenVerifier(settings), policy)
     bundle_server = BundleServer(
         bundle_source,
         settings.consent_bundle_host,
         settings.consent_bundle_port,
         settings.consent_bundle_max_wait_s,
     )
-    return ConsentApp(
-        server,
-        monitor,
-        port,
-        engine,
-        relay,
-        producer,
-        policy,
-        datasets,
-        ingest_events,
-        access,
-        bundle_source,
-        bundle_server,
-        settings.consent_expiry_sweep_s,
+    return Service(
+        settings,
+        grpc,
+        [
+            Component.resource("database", engine, engine.dispose),
+            Component.resource("opa", policy, policy.close),
+            Component.resource("producer", producer, producer.stop),
+            Component.running("outbox-relay", relay),
+            Component.running("bundle-server", bundle_server),
+            Component.running("bundle-source", bundle_source),
+            Component.running("catalog-follower", datasets),
+            # Erasure progress reported by the ingest service.
+            Component.running("ingest-follower", ingest_events),
+            Component(
+                "agreement-expiry",
+                functools.partial(access.start_expiry, settings.consent_expiry_sweep_s),
+                access.stop,
+                access,
+            ),
+        ],
     )

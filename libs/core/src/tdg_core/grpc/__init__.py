@@ -2,9 +2,10 @@
 
 from tdg_core.grpc.context import current_decision, current_principal
 from tdg_core.grpc.interceptors import ResourceExtractor
-from tdg_core.grpc.server import GrpcService, build_server, serve
+from tdg_core.grpc.server import GrpcEndpoint, GrpcService, build_server, serve
 
 __all__ = [
+    "GrpcEndpoint",
     "GrpcService",
     "ResourceExtractor",
     "build_server",

@@ -7,7 +7,7 @@ import inspect
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import structlog
@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from tdg_core.auth import TokenVerifier
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 from tdg_core.grpc.interceptors import (
     AuthenticationInterceptor,
     AuthorizationInterceptor,
@@ -70,7 +70,11 @@ class HealthMonitor:
 
     async def _run(self) -> None:
         while True:
-            await self.check_once()
+            try:
+                await self.check_once()
+            except Exception as exc:
+                # Probes' own failures are results; this is the monitor failing: keep watching.
+                log_failure(log, "health check failed", exc)
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:
@@ -83,14 +87,22 @@ class HealthMonitor:
             await self.servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
+class GrpcEndpoint(NamedTuple):
+    """A built server, the monitor of its health, and the port it bound (0 asks for any)."""
+
+    server: grpc.aio.Server
+    monitor: HealthMonitor
+    port: int
+
+
 def build_server(
     settings: ServiceSettings,
     services: Sequence[GrpcService],
     verifier: TokenVerifier,
     policy: PolicyClient,
     health_interval_s: float = 2.0,
-) -> tuple[grpc.aio.Server, HealthMonitor, int]:
-    """A server with every tdg interceptor, health and reflection; returns it and its bound port."""
+) -> GrpcEndpoint:
+    """A server with every tdg interceptor, health and reflection, not started yet."""
 
     async def resource_of(rpc: str, request: object) -> dict[str, Any]:
         # One server hosts few services; the first that knows the rpc name answers.
@@ -123,7 +135,7 @@ def build_server(
         [*(s.name for s in services), health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
-    return server, monitor, port
+    return GrpcEndpoint(server, monitor, port)
 
 
 async def serve(
@@ -132,7 +144,10 @@ async def serve(
     grace_s: float,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> None:
-    """Start, run until SIGTERM/SIGINT, then stop gracefully: NOT_SERVING first, then drain."""
+    """Start, run until SIGTERM/SIGINT, then stop gracefully: NOT_SERVING first, then drain.
+
+    Superseded by `tdg_core.service.Service.run`; goes once ingest and query build a `Service`.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -10,6 +10,9 @@ Each honours an environment variable naming a running one (TDG_KAFKA_BOOTSTRAP, 
 TDG_TEST_POSTGRES_URL), else starts one from the tools provisioned by `make setup`, else from
 Docker through testcontainers when a daemon answers; otherwise the test fails in CI and is skipped
 elsewhere. What a fixture starts, it stops at the end of the session.
+
+A test that asks for one of them must carry the `integration` marker (it fails at set-up
+otherwise), so that `pytest -m "not integration"` runs with none of them provisioned.
 """
 
 from __future__ import annotations
@@ -24,6 +27,20 @@ from tdg_core.testing._opa import OpaEndpoint, opa
 from tdg_core.testing._postgres import postgres_url
 
 __all__ = ["kafka", "opa", "postgres_url", "restart_stopped_dependencies"]
+
+REAL_PARTS = frozenset({"kafka", "opa", "postgres_url"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Refuse, before any fixture starts, a test that needs the real stack but is not marked."""
+    needed = REAL_PARTS.intersection(getattr(item, "fixturenames", ()))
+    if needed and item.get_closest_marker("integration") is None:
+        pytest.fail(
+            f"{item.nodeid} uses {', '.join(sorted(needed))}: mark it"
+            " `pytest.mark.integration` (the unit run provisions none of them)",
+            pytrace=False,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from tests.integration.ingest_helpers import bike_record, eventually, produce, s
 pytestmark = pytest.mark.integration
 
 LYON = "metropole-lyon"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _free_port() -> int:

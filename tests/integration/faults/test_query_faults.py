@@ -36,7 +36,7 @@ from tests.integration.query_helpers import read_batches
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LYON = "metropole-lyon"
 PURPOSE = "mobility-planning"
 ROWS = 30_000

@@ -9,14 +9,22 @@ import uuid
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.consent.v1 import consent_pb2 as cpb
+from tdg_catalog.settings import CatalogSettings
+from tdg_consent.settings import ConsentSettings
 from tdg_core import topics
+from tdg_core.outbox import Outbox
+from tdg_core.service import Service
+from tdg_core.testing import KafkaBroker
 
+from tests.integration.fixtures.callers import Caller, CallerFactory, ConsentCaller
 from tests.integration.helpers import events_for, example
 
 pytestmark = pytest.mark.integration
 
 
-async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, catalog_app) -> None:
+async def test_event_written_during_a_kafka_outage_arrives_once(
+    caller: CallerFactory[Caller], kafka: KafkaBroker, catalog_app: Service[CatalogSettings]
+) -> None:
     if not kafka.owned:
         pytest.fail("this story stops the broker: run it against the session's own Kafka")
     officer = caller("lyon-data-office", "metropole-lyon", "data-officer")
@@ -29,7 +37,7 @@ async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, c
         )
         assert registered.dataset.id == request.id
         assert published.dataset.status == pb.DATASET_STATUS_PUBLISHED
-        assert await catalog_app.outbox.pending() >= 2
+        assert await catalog_app.part(Outbox).pending() >= 2
     finally:
         await asyncio.to_thread(kafka.start)
     events = await events_for(kafka.bootstrap, request.id, expected=2, timeout_s=60)
@@ -37,11 +45,13 @@ async def test_event_written_during_a_kafka_outage_arrives_once(caller, kafka, c
         "tdg.events.v1.DatasetRegistered",
         "tdg.events.v1.DatasetPublished",
     ]
-    assert await catalog_app.outbox.pending() == 0
+    assert await catalog_app.part(Outbox).pending() == 0
 
 
 async def test_consent_events_written_during_a_kafka_outage_arrive_once(
-    consent_caller, kafka, consent_app
+    consent_caller: CallerFactory[ConsentCaller],
+    kafka: KafkaBroker,
+    consent_app: Service[ConsentSettings],
 ) -> None:
     if not kafka.owned:
         pytest.fail("this story stops the broker: run it against the session's own Kafka")
@@ -59,7 +69,7 @@ async def test_consent_events_written_during_a_kafka_outage_arrive_once(
         await admin.stub.SuspendParty(
             cpb.SuspendPartyRequest(id=party, reason="audit"), metadata=admin.md, timeout=10
         )
-        assert await consent_app.outbox.pending() >= 2
+        assert await consent_app.part(Outbox).pending() >= 2
     finally:
         await asyncio.to_thread(kafka.start)
     events = await events_for(
@@ -69,4 +79,4 @@ async def test_consent_events_written_during_a_kafka_outage_arrive_once(
         "tdg.events.v1.PartyRegistered",
         "tdg.events.v1.PartyStatusChanged",
     ]
-    assert await consent_app.outbox.pending() == 0
+    assert await consent_app.part(Outbox).pending() == 0
