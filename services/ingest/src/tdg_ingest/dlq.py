@@ -44,8 +44,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
-from google.protobuf.timestamp_pb2 import Timestamp
-from tdg.ingest.v1 import ingest_pb2 as ipb
 from tdg_core import paging, topics
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tdg_core.events import topic_partitions
@@ -113,6 +111,21 @@ class RejectFilter:
             and (not self.producer or letter.producer == self.producer)
             and (self.since is None or letter.rejected_at >= self.since)
         )
+
+    def check(self, field: str = "filter") -> RejectFilter:
+        """The filter itself if well formed; InvalidArgument names the offending field, e.g.
+        `filter.category`."""
+        if self.dataset_id:
+            parse_dataset_id(self.dataset_id, f"{field}.dataset_id")
+        if self.category and self.category not in CATEGORIES:
+            raise InvalidArgument(
+                f"{field}.category", f"{self.category!r} is not one of {', '.join(CATEGORIES)}"
+            )
+        if self.code and not _CODE.fullmatch(self.code):
+            raise InvalidArgument(f"{field}.code", f"{self.code!r} is not a reason code")
+        if self.producer:
+            check_party_id(self.producer, f"{field}.producer")
+        return self
 
     def fingerprint(self) -> str:
         """Ties a page token to the filter it was returned for."""
@@ -213,48 +226,6 @@ def parse_reject_id(reject_id: str, field: str = "id") -> tuple[int, int]:
     if match is None:
         raise InvalidArgument(field, f"{reject_id!r} is not a reject id '<partition>:<offset>'")
     return int(match[1]), int(match[2])
-
-
-# --- protobuf at the edge (called by the servicer) --------------------------------------------
-
-
-def to_proto(letter: DeadLetter) -> ipb.Reject:
-    rejected_at = Timestamp()
-    rejected_at.FromDatetime(_utc(letter.rejected_at))
-    return ipb.Reject(
-        id=letter.id,
-        dataset_id=letter.dataset_id,
-        source_topic=letter.source_topic,
-        source_partition=letter.source_partition,
-        source_offset=letter.source_offset,
-        producer=letter.producer,
-        reason=ipb.Reason(category=letter.category, code=letter.code, message=letter.message),
-        rejected_at=rejected_at,
-        value=letter.value,
-        schema_version=letter.schema_version,
-    )
-
-
-def filter_from_proto(message: ipb.RejectFilter, field: str = "filter") -> RejectFilter:
-    """The checked filter; InvalidArgument names the offending field, e.g. `filter.category`."""
-    if message.dataset_id:
-        parse_dataset_id(message.dataset_id, f"{field}.dataset_id")
-    if message.category and message.category not in CATEGORIES:
-        raise InvalidArgument(
-            f"{field}.category", f"{message.category!r} is not one of {', '.join(CATEGORIES)}"
-        )
-    if message.code and not _CODE.fullmatch(message.code):
-        raise InvalidArgument(f"{field}.code", f"{message.code!r} is not a reason code")
-    if message.producer:
-        check_party_id(message.producer, f"{field}.producer")
-    since = message.since.ToDatetime(tzinfo=UTC) if message.HasField("since") else None
-    return RejectFilter(
-        dataset_id=message.dataset_id,
-        category=message.category,
-        code=message.code,
-        producer=message.producer,
-        since=since,
-    )
 
 
 # --- writing and replaying -------------------------------------------------------------------

@@ -27,6 +27,7 @@ from tdg_core.background import Background
 from tdg_core.events import CloudEvent, EventProducer
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
+from tdg_ingest.failures import log_failed_round
 from tdg_ingest.locks import TableLocks
 from tdg_ingest.settings import ERASURE_GROUP
 from tdg_ingest.warehouse import Warehouse
@@ -131,7 +132,7 @@ class Eraser:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("erasure follower failed, will retry", error=str(exc))
+                log_failed_round(log, "erasure follower failed, will retry", exc)
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
@@ -146,8 +147,8 @@ class Eraser:
             return
         try:
             request = event.parse(consent_ev.ErasureRequested)
-        except Exception as exc:
-            log.error("skipping malformed erasure request", error=str(exc))
+        except Exception:
+            log.exception("skipping malformed erasure request")
             return
         await self.erase(request)
 

@@ -71,11 +71,7 @@ class Triager:
                 "deprecated",
                 "dataset_deprecated",
                 f"dataset '{entry.id}' is deprecated and accepts no more records"
-                + (
-                    f": {entry.dataset.deprecation_reason}"
-                    if entry.dataset.deprecation_reason
-                    else ""
-                ),
+                + (f": {entry.deprecation_reason}" if entry.deprecation_reason else ""),
             )
             empty = entry.schema.arrow_schema().empty_table()
             return Triage(entry, empty, [], [(i, reason) for i in range(len(records))], {})
