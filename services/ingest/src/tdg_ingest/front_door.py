@@ -45,7 +45,7 @@ class RecordBatch:
     """One message of a Publish stream: records as JSON objects, or as the rows of an Arrow IPC
     stream; neither when the partner sent no payload (refused once the dataset is known)."""
 
-    dataset_id: str  # "" after the first message: the stream's dataset
+    dataset_id: str  # may be "" after the first message, which names the stream's dataset
     json_records: list[bytes] | None = None
     arrow_ipc: bytes | None = None
 
