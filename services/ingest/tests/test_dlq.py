@@ -16,15 +16,9 @@ from tdg_core import topics
 from tdg_core.errors import FailedPrecondition, InvalidArgument, NotFound
 from tdg_core.events import TopicSpec, ensure_topics
 from tdg_core.testing import KafkaBroker
-from tdg_ingest.dlq import (
-    DeadLetter,
-    DeadLetterReader,
-    DeadLetterWriter,
-    RejectFilter,
-    encode,
-    filter_from_proto,
-    to_proto,
-)
+from tdg_ingest.convert import reject_filter_from_pb as filter_from_proto
+from tdg_ingest.convert import reject_to_pb as to_proto
+from tdg_ingest.dlq import DeadLetter, DeadLetterReader, DeadLetterWriter, RejectFilter, encode
 
 NOT_UTF8 = b"\xff\xfe\x00{\xc3\x28 broken"
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 from tdg_core.column_types import parse_type
-from tdg_ingest import records
-from tdg_ingest.records import REASON_CODES, RecordValidator, Reject, Validated
+from tdg_ingest.records import REASON_CODES, RecordValidator, Reject, Validated, _run
 from tdg_ingest.schema import ColumnSpec, TableSchema
 
 
@@ -471,7 +470,7 @@ def test_a_failure_of_the_validator_itself_still_accounts_for_every_record(
     def broken(self: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(records._Run, "_screen", broken)
+    monkeypatch.setattr(_run.Run, "_screen", broken)
     validated = VALIDATOR.validate([rec(), rec()])
     check(validated, 2)
     assert [r.code for r in validated.rejects] == ["invalid_record"] * 2

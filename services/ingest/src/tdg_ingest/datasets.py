@@ -1,7 +1,9 @@
 """The datasets ingestion knows: followed in memory from tdg.catalog.events.
 
 The view itself is `tdg_core.catalog_view.CatalogView`; this module adds what ingestion needs of
-an entry (its table schema, its topic). What the events imply outside this
+an entry (its table schema, its topic). An entry keeps the catalog's `Dataset` message as the
+catalog's events carried it (the view is shared with the other services in that form); its
+properties are what the rest of ingestion reads. What the events imply outside this
 process (the dataset's Kafka topic and Iceberg table) is reconciled separately and idempotently
 (`Provisioner`), so replaying the history is harmless.
 """
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg_core import topics
 from tdg_core.catalog_view import CatalogView
+from tdg_core.errors import NotFound
+from tdg_core.identifiers import parse_dataset_id
 from tdg_core.read_policy import dataset_input
 
 from tdg_ingest.schema import TableSchema
@@ -38,6 +42,10 @@ class DatasetEntry:
     @property
     def topic(self) -> str:
         return topics.dataset_topic(self.dataset.id)
+
+    @property
+    def deprecation_reason(self) -> str:
+        return self.dataset.deprecation_reason
 
     @property
     def accepting(self) -> bool:
@@ -69,3 +77,15 @@ class DatasetDirectory(CatalogView[DatasetEntry]):
         if dataset_id is None:
             return None
         return self._entries.get(dataset_id)
+
+    def with_tables(self) -> list[DatasetEntry]:
+        """The datasets published once, whose topic and table exist (or are being made)."""
+        return [e for e in self.entries() if e.has_table]
+
+    async def published(self, dataset_id: str, field: str = "dataset_id") -> DatasetEntry:
+        """The dataset, read up to date, if it was published once; NotFound otherwise."""
+        parse_dataset_id(dataset_id, field)
+        entry = await self.fresh(dataset_id)
+        if entry is None or not entry.has_table:
+            raise NotFound(f"dataset '{dataset_id}' is not a published dataset")
+        return entry

@@ -14,33 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import structlog
 from aiokafka import AIOKafkaConsumer
-from google.protobuf.timestamp_pb2 import Timestamp
 from pyiceberg.exceptions import NoSuchTableError
-from tdg.events.v1 import consent_events_pb2 as consent_ev
-from tdg.events.v1 import ingest_events_pb2 as ingest_ev
 from tdg_core import topics
 from tdg_core.background import Background
-from tdg_core.events import CloudEvent, EventProducer
+from tdg_core.events import EventProducer
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
+from tdg_ingest.events import ErasureApplied, ErasureRequest, erasure_carried_out, erasure_request
+from tdg_ingest.failures import log_failed_round
 from tdg_ingest.locks import TableLocks
 from tdg_ingest.settings import ERASURE_GROUP
 from tdg_ingest.warehouse import Warehouse
 
 log = structlog.get_logger("tdg.ingest.erasure")
-
-SOURCE = "tdg-ingest"
-_REQUESTED = consent_ev.ErasureRequested.DESCRIPTOR.full_name
-
-
-def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(datetime.now(UTC))
-    return ts
 
 
 class Eraser:
@@ -59,42 +50,29 @@ class Eraser:
         self._producer = producer
         self._task = Background("eraser", self._run)
 
-    async def erase(self, request: consent_ev.ErasureRequested) -> ingest_ev.ErasureCompleted:
+    async def erase(self, request: ErasureRequest) -> list[ErasureApplied]:
         """Carry one request out and announce it (also called directly by tests and tools)."""
-        erasure = request.erasure
-        if erasure.dataset_id:
-            found = await self._directory.fresh(erasure.dataset_id)
+        if request.dataset_id:
+            found = await self._directory.fresh(request.dataset_id)
             targets = [found] if found is not None and found.has_table else []
         else:
-            targets = [e for e in self._directory.entries() if e.has_table]
-        applied = [await self._erase_one(erasure.id, erasure.subject_id, e) for e in targets]
-        events = [(a.dataset_id, CloudEvent.of(a, SOURCE, a.dataset_id)) for a in applied]
-        failures = [f"{a.dataset_id}: {a.failure}" for a in applied if a.failure]
-        completed = ingest_ev.ErasureCompleted(
-            erasure_id=erasure.id,
-            subject_id=erasure.subject_id,
-            dataset_ids=[a.dataset_id for a in applied],
-            completed_at=_now(),
-            failure="; ".join(failures),
-        )
-        events.append((erasure.id, CloudEvent.of(completed, SOURCE, erasure.id)))
+            targets = self._directory.with_tables()
+        applied = [await self._erase_one(request.subject_id, e) for e in targets]
+        events = erasure_carried_out(request, applied, datetime.now(UTC))
         await self._producer.send_many(topics.INGEST_EVENTS, events)
         log.info(
             "erasure carried out",
-            erasure=erasure.id,
+            erasure=request.id,
             datasets=len(applied),
             rows=sum(a.rows_deleted for a in applied),
-            failures=len(failures),
+            failures=sum(1 for a in applied if a.failure),
         )
-        return completed
+        return applied
 
-    async def _erase_one(
-        self, erasure_id: str, subject_id: str, entry: DatasetEntry
-    ) -> ingest_ev.ErasureApplied:
-        applied = ingest_ev.ErasureApplied(
-            erasure_id=erasure_id, subject_id=subject_id, dataset_id=entry.id
-        )
+    async def _erase_one(self, subject_id: str, entry: DatasetEntry) -> ErasureApplied:
+        snapshot_id, rows = 0, 0
         column = entry.schema.subject_column
+        # A dataset without a subject column holds no one's personal data: nothing to delete.
         if column:
             try:
                 async with self._locks.of(entry.id):
@@ -103,10 +81,7 @@ class Eraser:
                     )
             except NoSuchTableError:  # published a moment ago: no table yet, so no row
                 snapshot_id, rows = 0, 0
-            applied.snapshot_id, applied.rows_deleted = snapshot_id, rows
-        # A dataset without a subject column holds no one's personal data: nothing to delete.
-        applied.applied_at.CopyFrom(_now())
-        return applied
+        return ErasureApplied(entry.id, snapshot_id, rows, datetime.now(UTC))
 
     async def _run(self) -> None:
         await self._directory.caught_up.wait()
@@ -131,25 +106,20 @@ class Eraser:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("erasure follower failed, will retry", error=str(exc))
+                log_failed_round(log, "erasure follower failed, will retry", exc)
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):
                     await consumer.stop()
 
-    async def _handle(self, headers: object, value: bytes) -> None:
+    async def _handle(self, headers: Iterable[tuple[str, bytes]], value: bytes) -> None:
         try:
-            event = CloudEvent.from_headers(headers, value)  # type: ignore[arg-type]
-        except ValueError:
+            request = erasure_request(headers, value)
+        except Exception:
+            log.exception("skipping malformed erasure request")
             return
-        if event.type != _REQUESTED:
-            return
-        try:
-            request = event.parse(consent_ev.ErasureRequested)
-        except Exception as exc:
-            log.error("skipping malformed erasure request", error=str(exc))
-            return
-        await self.erase(request)
+        if request is not None:
+            await self.erase(request)
 
     def start(self) -> None:
         self._task.start()

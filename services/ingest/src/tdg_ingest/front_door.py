@@ -21,7 +21,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from tdg.ingest.v1 import ingest_pb2 as pb
 from tdg_core.auth import Principal
 from tdg_core.errors import (
     FailedPrecondition,
@@ -39,6 +38,16 @@ from tdg_ingest.records import RecordValidator, Reject
 from tdg_ingest.writes import WritePermissions
 
 MAX_PROBLEMS = 100
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """One message of a Publish stream: records as JSON objects, or as the rows of an Arrow IPC
+    stream; neither when the partner sent no payload (refused once the dataset is known)."""
+
+    dataset_id: str  # may be "" after the first message, which names the stream's dataset
+    json_records: list[bytes] | None = None
+    arrow_ipc: bytes | None = None
 
 
 @dataclass
@@ -67,7 +76,7 @@ class FrontDoor:
         self._validators: dict[tuple[str, int], RecordValidator] = {}
 
     async def publish(
-        self, caller: Principal, requests: AsyncIterator[pb.PublishRequest]
+        self, caller: Principal, requests: AsyncIterator[RecordBatch]
     ) -> PublishTotals:
         totals = PublishTotals()
         entry: DatasetEntry | None = None
@@ -132,11 +141,10 @@ class FrontDoor:
             raise Unavailable(f"the topic or table of '{dataset_id}' is not ready yet; retry")
         return entry
 
-    def _values(self, request: pb.PublishRequest, entry: DatasetEntry) -> list[bytes]:
-        kind = request.WhichOneof("payload")
-        if kind == "json":
-            return list(request.json.records)
-        if kind == "arrow_ipc":
+    def _values(self, request: RecordBatch, entry: DatasetEntry) -> list[bytes]:
+        if request.json_records is not None:
+            return request.json_records
+        if request.arrow_ipc is not None:
             return arrow_to_json(request.arrow_ipc, entry)
         raise InvalidArgument("payload", "each message needs json or arrow_ipc records")
 

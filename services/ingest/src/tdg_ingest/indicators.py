@@ -38,7 +38,6 @@ from pyiceberg.types import (
     StringType,
     TimestamptzType,
 )
-from tdg.ingest.v1 import ingest_pb2 as pb
 from tdg_lake.tables import NO_COMMIT_RETRY, PartitionBy, create_or_load, eq, ge, is_in, le, lt
 
 from tdg_ingest.contract import DELIVERY_PROPERTY, THROUGH_PROPERTY
@@ -325,33 +324,6 @@ class _Period:
             validity_met=promised.validity_rate_pct is None
             or validity >= promised.validity_rate_pct,
         )
-
-
-def to_proto(indicator: Indicator) -> pb.DeliveryIndicator:
-    c = indicator.commitments
-    message = pb.DeliveryIndicator(
-        dataset_id=indicator.dataset_id,
-        producer=indicator.producer,
-        period=indicator.period,
-        received=indicator.received,
-        accepted=indicator.accepted,
-        rejected=indicator.rejected,
-        rejected_by_reason=indicator.rejected_by_reason,
-        freshness_p50_s=indicator.freshness_p50_s,
-        freshness_max_s=indicator.freshness_max_s,
-        availability_pct=indicator.availability_pct,
-        validity_pct=indicator.validity_pct,
-        commitments=pb.Commitments(
-            max_freshness_lag_s=c.max_freshness_lag_s or 0,
-            completeness_pct=c.completeness_pct or 0.0,
-            validity_rate_pct=c.validity_rate_pct or 0.0,
-        ),
-        freshness_met=indicator.freshness_met,
-        availability_met=indicator.availability_met,
-        validity_met=indicator.validity_met,
-    )
-    message.period_start.FromDatetime(indicator.period_start)
-    return message
 
 
 def _through(table: Table) -> dict[str, int]:

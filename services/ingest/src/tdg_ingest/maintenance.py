@@ -6,7 +6,8 @@ commit that removes exactly those files and adds their replacement — never a p
 so rows that ingestion appends to the same partitions meanwhile survive (a conflict re-bases the
 same rewrite on the new head; a rewritten file deleted meanwhile by an erasure voids the rewrite,
 which would otherwise bring erased rows back). It also expires snapshots older than a bound and
-deletes the files that only they referenced. Blocking, like the warehouse.
+deletes the files that only they referenced. Blocking, like the warehouse; the service calls it
+through `upkeep.TableUpkeep`, which rolls the indicators up first and holds the table's lock.
 """
 
 from __future__ import annotations

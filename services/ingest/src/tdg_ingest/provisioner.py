@@ -15,6 +15,7 @@ from tdg_core.background import Background
 from tdg_core.events import TopicSpec, ensure_topics
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
+from tdg_ingest.failures import log_failed_round
 from tdg_ingest.warehouse import Warehouse
 
 log = structlog.get_logger("tdg.ingest.provisioner")
@@ -94,7 +95,7 @@ class Provisioner:
                     raise
                 except Exception as exc:
                     failed = True
-                    log.warning("provisioning failed, will retry", dataset=entry.id, error=str(exc))
+                    log_failed_round(log, "provisioning failed, will retry", exc, dataset=entry.id)
             try:
                 async with asyncio.timeout(1.0 if failed else 5.0):
                     await self._wake.wait()

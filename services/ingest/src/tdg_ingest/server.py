@@ -1,6 +1,7 @@
 """Wires the ingest service: the catalog view, provisioning of topics and tables, the worker, the
-eraser, the indicator roll-up and the gRPC front door. The worker may be turned off
-(`TDG_INGEST_RUN_WORKER=false`) on replicas that only serve the front door."""
+eraser, the table upkeep loops, and the gRPC servicer over its use cases (front door, reports,
+rejects, upkeep). The worker may be turned off (`TDG_INGEST_RUN_WORKER=false`) on replicas that
+only serve the front door."""
 
 from __future__ import annotations
 
@@ -25,19 +26,17 @@ from tdg_core.policy import PolicyClient
 from tdg_ingest.datasets import DatasetDirectory
 from tdg_ingest.dlq import DeadLetterReader
 from tdg_ingest.erasure import Eraser
+from tdg_ingest.failures import log_failed_round
 from tdg_ingest.front_door import FrontDoor
 from tdg_ingest.indicators import Indicators
 from tdg_ingest.locks import TableLocks
-from tdg_ingest.maintenance import compact
 from tdg_ingest.provisioner import Provisioner
-from tdg_ingest.servicer import (
-    DEFAULT_TARGET_FILE_BYTES,
-    SERVICE_NAME,
-    IngestServicer,
-    ResourceFinder,
-)
+from tdg_ingest.rejects import Rejects
+from tdg_ingest.reports import Reports
+from tdg_ingest.servicer import SERVICE_NAME, IngestServicer, ResourceFinder
 from tdg_ingest.settings import IngestSettings
 from tdg_ingest.status import StatusReader
+from tdg_ingest.upkeep import TableUpkeep
 from tdg_ingest.warehouse import Warehouse
 from tdg_ingest.worker import IngestWorker
 from tdg_ingest.writes import WritePermissions
@@ -115,15 +114,21 @@ class IngestApp:
     policy: PolicyClient
     events: EventProducer
     sender: KafkaSender
-    indicators: Indicators
-    locks: TableLocks
+    upkeep: TableUpkeep
     background: list[Background] = field(default_factory=list)
 
     def start_background(self) -> None:
+        s = self.settings
+        retention = timedelta(hours=s.ingest_snapshot_retention_h)
         self.background = [
             Background("ingest-topics", self._ensure_own_topics),
-            Background("indicator-roll-up", self._roll_up),
-            Background("table-maintenance", self._maintain),
+            Background(
+                "indicator-roll-up", lambda: self.upkeep.keep_rolled_up(s.ingest_indicators_every_s)
+            ),
+            Background(
+                "table-maintenance",
+                lambda: self.upkeep.keep_compacted(s.ingest_maintenance_every_s, retention),
+            ),
         ]
         for task in self.background:
             task.start()
@@ -145,37 +150,8 @@ class IngestApp:
                 await ensure_topics(self.settings.kafka_bootstrap, own_topics(self.settings))
                 return
             except Exception as exc:
-                log.warning("cannot create the ingest topics yet", error=str(exc))
+                log_failed_round(log, "cannot create the ingest topics yet", exc)
                 await asyncio.sleep(1.0)
-
-    async def _roll_up(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ingest_indicators_every_s)
-            ids = [e.id for e in self.directory.entries() if e.has_table]
-            try:
-                await asyncio.to_thread(self.indicators.roll_up, ids)
-            except Exception as exc:
-                log.warning("indicator roll-up failed, will retry", error=str(exc))
-
-    async def _maintain(self) -> None:
-        retention = timedelta(hours=self.settings.ingest_snapshot_retention_h)
-        while True:
-            await asyncio.sleep(self.settings.ingest_maintenance_every_s)
-            ids = [e.id for e in self.directory.entries() if e.has_table]
-            try:
-                # Indicators come from the snapshots' summaries: rolled up before any expires.
-                await asyncio.to_thread(self.indicators.roll_up, ids)
-                for dataset_id in ids:
-                    async with self.locks.of(dataset_id):
-                        await asyncio.to_thread(
-                            compact,
-                            self.warehouse,
-                            dataset_id,
-                            DEFAULT_TARGET_FILE_BYTES,
-                            retention,
-                        )
-            except Exception as exc:
-                log.warning("table maintenance failed, will retry", error=str(exc))
 
     async def close(self) -> None:
         if self.worker is not None:
@@ -215,19 +191,13 @@ async def build_app(settings: IngestSettings) -> IngestApp:
     eraser = Eraser(settings.kafka_bootstrap, directory, warehouse, locks, events)
     sender = KafkaSender(settings)
     indicators = Indicators(warehouse)
-    reader = DeadLetterReader(settings.kafka_bootstrap)
-
-    front_door = FrontDoor(directory, provisioner, writes, sender, settings.ingest_max_record_bytes)
-    servicer = IngestServicer(
-        directory,
-        front_door,
-        StatusReader(settings.kafka_bootstrap, warehouse),
-        reader,
-        sender,
-        indicators,
-        warehouse,
-        locks,
+    upkeep = TableUpkeep(directory, warehouse, indicators, locks)
+    reports = Reports(
+        directory, StatusReader(settings.kafka_bootstrap, warehouse), indicators, upkeep
     )
+    rejects = Rejects(DeadLetterReader(settings.kafka_bootstrap), sender)
+    front_door = FrontDoor(directory, provisioner, writes, sender, settings.ingest_max_record_bytes)
+    servicer = IngestServicer(front_door, reports, rejects, upkeep)
 
     async def iceberg_up() -> bool:
         try:
@@ -244,7 +214,7 @@ async def build_app(settings: IngestSettings) -> IngestApp:
         register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(
             servicer, server
         ),
-        resource_of=ResourceFinder(directory, reader),
+        resource_of=ResourceFinder(directory, rejects),
         dependencies={"kafka": kafka_up, "iceberg-catalog": iceberg_up},
     )
     server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
@@ -262,6 +232,5 @@ async def build_app(settings: IngestSettings) -> IngestApp:
         policy,
         events,
         sender,
-        indicators,
-        locks,
+        upkeep,
     )

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -32,7 +31,6 @@ from tdg_ingest.contract import (
     DELIVERY_PROPERTY,
     MAX_EVENT_TIME_PROPERTY,
     PRODUCER_HEADER,
-    PRODUCER_ORG_HEADER,
     SCHEMA_VERSION_PROPERTY,
 )
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
@@ -40,19 +38,13 @@ from tdg_ingest.delivery import DeliveryTally
 from tdg_ingest.dlq import DeadLetter, DeadLetterWriter
 from tdg_ingest.locks import TableLocks
 from tdg_ingest.provisioner import Provisioner
-from tdg_ingest.records import RecordValidator, Reject
+from tdg_ingest.records import Reject
 from tdg_ingest.settings import IngestSettings
+from tdg_ingest.triage import Triage, Triager, header
 from tdg_ingest.warehouse import Warehouse
-from tdg_ingest.writes import WriteDecision, WritePermissions
+from tdg_ingest.writes import WritePermissions
 
 log = structlog.get_logger("tdg.ingest.worker")
-
-
-def header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
-    for key, value in record.headers or ():
-        if key == name:
-            return bytes(value).decode("utf-8", errors="replace")
-    return ""
 
 
 class IngestWorker:
@@ -71,7 +63,7 @@ class IngestWorker:
         self._warehouse = warehouse
         self._writes = writes
         self._locks = locks
-        self._validators: dict[tuple[str, int], RecordValidator] = {}
+        self._triager = Triager(directory, provisioner, writes, settings.ingest_max_record_bytes)
         self._dlq: DeadLetterWriter | None = None
         self._sink: TableSink[ConsumerRecord[bytes, bytes]] = TableSink(
             "ingest-worker",
@@ -142,23 +134,23 @@ class IngestWorker:
         records = batch.records
         ends = batch.ends()
         t0 = time.perf_counter()
-        sorted_out = await self._sort(entry, records)
-        entry = sorted_out.entry
+        triaged = await self._triager.triage(entry, records)
+        entry = triaged.entry
         tally = DeliveryTally()
-        letters = [self._letter(entry, records[i], reject) for i, reject in sorted_out.rejects]
-        for i, reject in sorted_out.rejects:
+        letters = [self._letter(entry, records[i], reject) for i, reject in triaged.rejects]
+        for i, reject in triaged.rejects:
             r = records[i]
             tally.add_rejected(
                 header(r, PRODUCER_HEADER), r.timestamp, f"{reject.category}/{reject.code}"
             )
-        table = sorted_out.table
+        table = triaged.table
         properties = {SCHEMA_VERSION_PROPERTY: str(entry.schema.version)}
         if table.num_rows:
-            self._tally_accepted(entry, records, sorted_out, tally)
+            self._tally_accepted(entry, records, triaged, tally)
             max_time = pc.max(table[entry.schema.event_time_column]).as_py()
             if max_time is not None:
                 properties[MAX_EVENT_TIME_PROPERTY] = str(max_time.isoformat())
-        for producer, decision in sorted_out.decisions.items():
+        for producer, decision in triaged.decisions.items():
             tally.set_commitments(producer, decision.commitments)
         properties[DELIVERY_PROPERTY] = tally.to_property()
         t1 = time.perf_counter()
@@ -187,91 +179,18 @@ class IngestWorker:
             snapshot_id=snapshot_id,
         )
 
-    async def _sort(
-        self, entry: DatasetEntry, records: Sequence[ConsumerRecord[bytes, bytes]]
-    ) -> Sorted:
-        """Split a batch into the rows to store and the rejects, in that order of checks: the
-        dataset accepts records, the producer may write, the record is valid."""
-        if not entry.accepting:
-            reason = Reject(
-                0,
-                "deprecated",
-                "dataset_deprecated",
-                f"dataset '{entry.id}' is deprecated and accepts no more records"
-                + (
-                    f": {entry.dataset.deprecation_reason}"
-                    if entry.dataset.deprecation_reason
-                    else ""
-                ),
-            )
-            return Sorted(entry, _empty(entry), [], [(i, reason) for i in range(len(records))], {})
-        rejects: list[tuple[int, Reject]] = []
-        decisions: dict[str, WriteDecision] = {}
-        allowed: list[int] = []
-        producers = [header(r, PRODUCER_HEADER) for r in records]
-        orgs: dict[str, str] = {}
-        for producer, record in zip(producers, records, strict=True):
-            if producer and producer not in orgs:
-                # The registry's organisation of a registered party prevails in tdg.write; a
-                # party it does not list acts as its own organisation unless the header says.
-                orgs[producer] = header(record, PRODUCER_ORG_HEADER) or producer
-        for producer, org in orgs.items():
-            decisions[producer] = await self._writes.decide(producer, entry.policy_input(), org=org)
-        for i, producer in enumerate(producers):
-            if not producer:
-                rejects.append(
-                    (
-                        i,
-                        Reject(
-                            i, "policy", "no_producer", f"record has no '{PRODUCER_HEADER}' header"
-                        ),
-                    )
-                )
-            elif decisions[producer].allow:
-                allowed.append(i)
-            else:
-                message = f"producer '{producer}' may not write to '{entry.id}': " + "; ".join(
-                    decisions[producer].reasons or ("denied",)
-                )
-                rejects.append((i, Reject(i, "policy", "write_denied", message)))
-        values = [records[i].value or b"" for i in allowed]
-        validated = await asyncio.to_thread(self._validator(entry).validate, values)
-        if any(r.code == "unknown_field" for r in validated.rejects):
-            # The catalog may have evolved the schema a moment ago: look before rejecting.
-            # One catch-up, not a wait: a record with a truly unknown field costs little.
-            await self._directory.catch_up()
-            fresher = self._directory.get(entry.id)
-            if fresher is not None and fresher.schema.version > entry.schema.version:
-                if not await self._provisioner.wait_ready(fresher, 10.0):
-                    raise Unavailable(f"table of {entry.id} not evolved yet")
-                entry = fresher
-                validated = await asyncio.to_thread(self._validator(entry).validate, values)
-        for reject in validated.rejects:
-            rejects.append((allowed[reject.index], reject))
-        rejects.sort(key=lambda item: item[0])
-        positions = pc.take(pa.array(allowed, pa.int64()), validated.indexes)
-        return Sorted(entry, validated.table, positions.to_pylist(), rejects, decisions)
-
-    def _validator(self, entry: DatasetEntry) -> RecordValidator:
-        key = (entry.id, entry.schema.version)
-        validator = self._validators.get(key)
-        if validator is None:
-            validator = RecordValidator(entry.schema, self._settings.ingest_max_record_bytes)
-            self._validators[key] = validator
-        return validator
-
     def _tally_accepted(
         self,
         entry: DatasetEntry,
         records: Sequence[ConsumerRecord[bytes, bytes]],
-        sorted_out: Sorted,
+        triaged: Triage,
         tally: DeliveryTally,
     ) -> None:
-        event_time = sorted_out.table[entry.schema.event_time_column]
+        event_time = triaged.table[entry.schema.event_time_column]
         if not pa.types.is_timestamp(event_time.type):
             event_time = pc.cast(event_time, pa.timestamp("us", tz="UTC"))
-        arrival = pa.array([records[i].timestamp for i in sorted_out.positions], pa.int64())
-        producers = [header(records[i], PRODUCER_HEADER) for i in sorted_out.positions]
+        arrival = pa.array([records[i].timestamp for i in triaged.positions], pa.int64())
+        producers = [header(records[i], PRODUCER_HEADER) for i in triaged.positions]
         distinct = list(dict.fromkeys(producers))
         if len(distinct) == 1:
             tally.add_accepted(distinct[0], arrival, event_time.combine_chunks())
@@ -305,16 +224,3 @@ class IngestWorker:
                 (k, bytes(v)) for k, v in (record.headers or ()) if k != PRODUCER_HEADER
             ),
         )
-
-
-@dataclass
-class Sorted:
-    entry: DatasetEntry
-    table: pa.Table
-    positions: list[int]  # position in the batch of each row of `table`
-    rejects: list[tuple[int, Reject]]  # (position in the batch, why)
-    decisions: dict[str, WriteDecision]
-
-
-def _empty(entry: DatasetEntry) -> pa.Table:
-    return entry.schema.arrow_schema().empty_table()
