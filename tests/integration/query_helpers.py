@@ -20,6 +20,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pyarrow import flight
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg_core.service import Service
+from tdg_query.flight import QueryFlightServer
+from tdg_query.settings import QuerySettings
+
+
+def flight_location(service: Service[QuerySettings]) -> str:
+    """Where the service's Arrow Flight server listens (on a free port, in the tests)."""
+    return f"grpc+tcp://127.0.0.1:{service.part(QueryFlightServer).port}"
+
 
 # --- requests -----------------------------------------------------------------------------------
 

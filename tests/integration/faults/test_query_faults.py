@@ -27,12 +27,15 @@ from tdg.consent.v1 import consent_pb2 as pb
 from tdg.query.v1 import query_pb2 as qpb
 from tdg.query.v1 import query_pb2_grpc
 from tdg_core.devstack import DevStackError, OpaServer, Tools, free_port
-from tdg_query.server import QueryApp, build_app
+from tdg_core.service import Service
+from tdg_core.testing import in_process
+from tdg_query.server import build_service
 from tdg_query.servicer import SERVICE_NAME
+from tdg_query.settings import QuerySettings
 
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
-from tests.integration.query_helpers import read_batches
+from tests.integration.query_helpers import flight_location, read_batches
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +108,9 @@ async def world(query_caller, ingest_app, kafka) -> World:
 
 
 @asynccontextmanager
-async def dedicated(query_app: QueryApp, tmp: Path, **overrides: Any) -> AsyncIterator[QueryApp]:
+async def dedicated(
+    query_app: Service[QuerySettings], tmp: Path, **overrides: Any
+) -> AsyncIterator[Service[QuerySettings]]:
     """A second query service on the session's tables, with other settings."""
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     settings = query_app.settings.model_copy(
@@ -116,19 +121,12 @@ async def dedicated(query_app: QueryApp, tmp: Path, **overrides: Any) -> AsyncIt
             **overrides,
         }
     )
-    app = await build_app(settings)
-    await app.start()
-    await app.monitor.check_once()
-    try:
+    async with in_process(build_service, settings) as app:
         yield app
-    finally:
-        await app.server.stop(0)
-        await app.monitor.stop()
-        await app.close()
 
 
 @asynccontextmanager
-async def channel_to(app: QueryApp) -> AsyncIterator[grpc.aio.Channel]:
+async def channel_to(app: Service[QuerySettings]) -> AsyncIterator[grpc.aio.Channel]:
     async with grpc.aio.insecure_channel(
         f"127.0.0.1:{app.port}", options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     ) as ch:
@@ -254,7 +252,7 @@ def registry_loaded(url: str) -> bool:
         return False
 
 
-async def health(app: QueryApp) -> int:
+async def health(app: Service[QuerySettings]) -> int:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
         response = await health_pb2_grpc.HealthStub(ch).Check(
             health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
@@ -264,7 +262,7 @@ async def health(app: QueryApp) -> int:
 
 
 async def test_opa_down_fails_closed_then_recovers_by_itself(
-    world: World, query_app: QueryApp, opa, tmp_path: Path
+    world: World, query_app: Service[QuerySettings], opa, tmp_path: Path
 ) -> None:
     """A dedicated OPA (pulling the session's registry bundle) behind a dedicated query service,
     so that stopping it leaves the session's OPA alone."""
@@ -298,7 +296,7 @@ async def test_opa_down_fails_closed_then_recovers_by_itself(
             officer = Reader(
                 query_pb2_grpc.QueryServiceStub(ch),
                 world.officer.token,
-                flight_location=f"grpc+tcp://127.0.0.1:{app.flight_port}",
+                flight_location=flight_location(app),
             )
             req = request(world.dataset_id, columns=["charging_point_id"], limit=500)
             assert (await answer(officer, req)).num_rows == 500
@@ -359,7 +357,7 @@ def flight_rows(reader: Reader, req: qpb.QueryRequest) -> pa.Table:
 
 
 async def test_results_over_the_caps_end_with_resource_exhausted(
-    world: World, query_app: QueryApp, tmp_path: Path
+    world: World, query_app: Service[QuerySettings], tmp_path: Path
 ) -> None:
     async with (
         dedicated(
@@ -405,8 +403,8 @@ async def test_results_over_the_caps_end_with_resource_exhausted(
 
 @pytest.fixture(scope="module")
 async def small_batches(
-    query_app: QueryApp, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[QueryApp]:
+    query_app: Service[QuerySettings], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Service[QuerySettings]]:
     """A query service streaming 10 rows a batch: a long answer is thousands of messages."""
     async with dedicated(
         query_app, tmp_path_factory.mktemp("small-batches"), query_batch_rows=10
@@ -416,7 +414,7 @@ async def small_batches(
 
 async def test_agreement_revoked_mid_stream_stops_it(
     world: World,
-    small_batches: QueryApp,
+    small_batches: Service[QuerySettings],
     consent_caller: Callable[..., Any],
     make_token: Callable[..., str],
 ) -> None:
@@ -452,7 +450,7 @@ async def test_agreement_revoked_mid_stream_stops_it(
 
 async def test_party_suspended_mid_stream_stops_it(
     world: World,
-    small_batches: QueryApp,
+    small_batches: Service[QuerySettings],
     consent_caller: Callable[..., Any],
     make_token: Callable[..., str],
 ) -> None:
@@ -490,7 +488,7 @@ async def test_party_suspended_mid_stream_stops_it(
 
 
 async def test_deadline_passing_mid_stream_is_audited_as_cancelled(
-    world: World, small_batches: QueryApp
+    world: World, small_batches: Service[QuerySettings]
 ) -> None:
     async with channel_to(small_batches) as ch:
         officer = Reader(query_pb2_grpc.QueryServiceStub(ch), world.officer.token)
@@ -505,7 +503,7 @@ async def test_deadline_passing_mid_stream_is_audited_as_cancelled(
 
 
 async def test_client_cancelling_is_audited_as_cancelled(
-    world: World, small_batches: QueryApp
+    world: World, small_batches: Service[QuerySettings]
 ) -> None:
     async with channel_to(small_batches) as ch:
         officer = Reader(query_pb2_grpc.QueryServiceStub(ch), world.officer.token)
@@ -527,7 +525,7 @@ async def test_client_cancelling_is_audited_as_cancelled(
 
 
 async def test_deadline_passing_while_the_query_is_planned_is_audited(
-    world: World, small_batches: QueryApp, ingest_app: Any
+    world: World, small_batches: Service[QuerySettings], ingest_app: Any
 ) -> None:
     """The Iceberg catalog held locked for a moment: the read cannot be planned before the
     caller's deadline."""

@@ -1,5 +1,11 @@
 """Wires the query service: the catalog view, the consent follower, the engine, the gRPC server,
-the Arrow Flight server (its own threads, on the Flight port) and the audit trail."""
+the Arrow Flight server (its own threads, on the Flight port) and the audit trail.
+
+Started in this order, stopped in reverse: OPA client, consent subject sets, Iceberg catalog, the
+audit topic (created in the background), catalog view, consent follower, audit log, audit sink,
+Flight server, gRPC. Both servers stop before the parts a query uses; the audit log flushes its
+records to Kafka before it stops, after the sink has committed what it read.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,18 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import grpc
-import structlog
 from pyiceberg.catalog import Catalog
 from tdg_core import topics
 from tdg_core.auth import TokenVerifier, issue_token
-from tdg_core.background import Background
 from tdg_core.catalog_view import CatalogView
-from tdg_core.events import ensure_topics, kafka_reachable
 from tdg_core.grpc import GrpcService, build_server
-from tdg_core.grpc.server import HealthMonitor
 from tdg_core.policy import PolicyClient
+from tdg_core.service import Component, Service, kafka_probe, topics_to_create
 from tdg_lake.catalog import open_catalog
+from tdg_lake.probe import iceberg_probe
 
 from tdg_query import epci
 from tdg_query.audit import AuditLog, audit_topic_spec
@@ -37,8 +39,6 @@ from tdg_query.readable import Readable
 from tdg_query.revocations import Revocations
 from tdg_query.servicer import SERVICE_NAME, QueryServicer, ResourceFinder, register
 from tdg_query.settings import QuerySettings
-
-log = structlog.get_logger("tdg.query.server")
 
 SERVICE_PARTY = "tdg-query"
 SERVICE_ORG = "tdg-platform"
@@ -105,69 +105,26 @@ def s3_secret(settings: QuerySettings) -> str:
     return f"CREATE OR REPLACE SECRET tdg_lake ({', '.join(options)})"
 
 
-@dataclass
-class QueryApp:
-    server: grpc.aio.Server
-    monitor: HealthMonitor
-    port: int
-    flight: QueryFlightServer
-    flight_port: int
-    settings: QuerySettings
-    datasets: CatalogView[Entry]
-    follower: ConsentFollower
-    consent_sets: ConsentSets
-    engine: Engine
-    audit: AuditLog
-    audit_sink: AuditSink
-    policy: PolicyClient
-    background: list[Background] = field(default_factory=list)
-    _flight_thread: threading.Thread | None = None
+def flight_server(flight: QueryFlightServer) -> Component:
+    """The Arrow Flight server in its own thread. Stopping it ends the queries it runs as
+    cancelled (answered UNAVAILABLE) and audits the tickets never fetched."""
+    threads: list[threading.Thread] = []
 
-    def start_background(self) -> None:
-        self.background = [Background("audit-topic", self._ensure_audit_topic)]
-        for task in self.background:
-            task.start()
-        self.datasets.start()
-        self.follower.start()
-        self.audit.start()
-        self.audit_sink.start()
-        self._flight_thread = threading.Thread(
-            target=self.flight.serve, name="flight-server", daemon=True
-        )
-        self._flight_thread.start()
+    def start() -> None:
+        thread = threading.Thread(target=flight.serve, name="flight-server", daemon=True)
+        thread.start()
+        threads.append(thread)
 
-    async def start(self) -> None:
-        self.start_background()
-        await self.server.start()
-        self.monitor.start()
+    async def stop() -> None:
+        await asyncio.to_thread(flight.shutdown)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, 10.0)
+        threads.clear()
 
-    async def _ensure_audit_topic(self) -> None:
-        spec = audit_topic_spec(
-            self.settings.audit_topic_partitions, self.settings.audit_topic_replication
-        )
-        while True:
-            try:
-                await ensure_topics(self.settings.kafka_bootstrap, [spec])
-                return
-            except Exception as exc:
-                log.warning("cannot create the audit topic yet", error=str(exc))
-                await asyncio.sleep(1.0)
-
-    async def close(self) -> None:
-        await asyncio.to_thread(self.flight.shutdown)
-        if self._flight_thread is not None:
-            await asyncio.to_thread(self._flight_thread.join, 10.0)
-        await self.follower.stop()
-        await self.datasets.stop()
-        await self.audit_sink.stop()
-        await self.audit.stop()
-        for task in self.background:
-            await task.stop()
-        await self.consent_sets.close()
-        await self.policy.close()
+    return Component("flight-server", start, stop, flight)
 
 
-async def build_app(settings: QuerySettings) -> QueryApp:
+async def build_service(settings: QuerySettings) -> Service[QuerySettings]:
     catalog: Catalog = await asyncio.to_thread(open_catalog, settings.iceberg_properties())
     datasets: CatalogView[Entry] = CatalogView(
         settings.kafka_bootstrap, topics.CATALOG_EVENTS, "tdg-query-catalog", Entry
@@ -202,24 +159,18 @@ async def build_app(settings: QuerySettings) -> QueryApp:
     readable = Readable(datasets, policy)
     servicer = QueryServicer(engine, readable, audit_table)
     verifier = TokenVerifier(settings)
-
-    async def iceberg_up() -> bool:
-        try:
-            await asyncio.wait_for(asyncio.to_thread(catalog.list_namespaces), 2.0)
-        except Exception:
-            return False
-        return True
+    kafka_up = kafka_probe(settings.kafka_bootstrap)
 
     async def catalog_up() -> bool:
-        return datasets.caught_up.is_set() and await kafka_reachable(settings.kafka_bootstrap)
+        return datasets.caught_up.is_set() and await kafka_up()
 
     service = GrpcService(
         name=SERVICE_NAME,
         register=lambda server: register(servicer, server),
         resource_of=ResourceFinder(datasets),
-        dependencies={"iceberg-catalog": iceberg_up, "catalog": catalog_up},
+        dependencies={"iceberg-catalog": iceberg_probe(catalog), "catalog": catalog_up},
     )
-    server, monitor, port = build_server(settings, [service], verifier, policy)
+    grpc = build_server(settings, [service], verifier, policy)
     flight = QueryFlightServer(
         f"grpc+tcp://{settings.grpc_host}:{settings.query_flight_port}",
         engine,
@@ -229,18 +180,21 @@ async def build_app(settings: QuerySettings) -> QueryApp:
         asyncio.get_running_loop(),
         settings.query_ticket_ttl_s,
     )
-    return QueryApp(
-        server,
-        monitor,
-        port,
-        flight,
-        flight.port,
+    audit_topic = audit_topic_spec(
+        settings.audit_topic_partitions, settings.audit_topic_replication
+    )
+    return Service(
         settings,
-        datasets,
-        follower,
-        consent_sets,
-        engine,
-        audit,
-        audit_sink,
-        policy,
+        grpc,
+        [
+            Component.resource("opa", policy, policy.close),
+            Component.resource("consent-sets", consent_sets, consent_sets.close),
+            Component.resource("iceberg-catalog", catalog),
+            topics_to_create(settings.kafka_bootstrap, [audit_topic]),
+            Component.running("catalog-view", datasets),
+            Component.running("consent-follower", follower),
+            Component.running("audit-log", audit),
+            Component.running("audit-sink", audit_sink),
+            flight_server(flight),
+        ],
     )
