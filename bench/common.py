@@ -18,8 +18,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 import jwt
 from tdg_core.devstack import (
     Component,
@@ -220,3 +221,27 @@ def log_events(log_file: Path, event: str, offset: int = 0) -> tuple[list[dict[s
         if isinstance(entry, dict) and entry.get("event") == event:
             found.append(entry)
     return found, end
+
+
+T = TypeVar("T")
+
+
+class Retrying:
+    """Calls an RPC again when the service answers UNAVAILABLE: its own OPA check ran out of time
+    (a loaded machine, or its event loop busy rebuilding the bundle). Counts the retries."""
+
+    def __init__(self, attempts: int = 5) -> None:
+        self.attempts = attempts
+        self.retries = 0
+
+    async def __call__(self, rpc: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await rpc()
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.attempts:
+                    raise
+                self.retries += 1
+                say(f"  retrying after UNAVAILABLE: {exc.details()}")
+                await asyncio.sleep(0.2)
+        raise AssertionError("unreachable")

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-from common import bearer, say
+from common import Retrying, bearer, say
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg.consent.v1 import consent_pb2_grpc
 from tdg_consent.convert import conditions_to_pb
@@ -28,8 +27,6 @@ from .scenario import (
     read_request,
 )
 from .services import wait_registry
-
-T = TypeVar("T")
 
 
 async def wait_decision(
@@ -50,27 +47,6 @@ async def wait_decision(
         if now - t0 > timeout_s:
             raise TimeoutError(f"decision still {answer['allow']} after {timeout_s}s: {answer}")
         await asyncio.sleep(0.002)
-
-
-class Retrying:
-    """Calls an RPC again when the service answers UNAVAILABLE: its own OPA check ran out of time
-    (a loaded machine, or its event loop busy rebuilding the bundle). Counts the retries."""
-
-    def __init__(self, attempts: int = 5) -> None:
-        self.attempts = attempts
-        self.retries = 0
-
-    async def __call__(self, rpc: Callable[[], Awaitable[T]]) -> T:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await rpc()
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self.attempts:
-                    raise
-                self.retries += 1
-                say(f"  retrying after UNAVAILABLE: {exc.details()}")
-                await asyncio.sleep(0.2)
-        raise AssertionError("unreachable")
 
 
 async def revocation_phase(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from common import Metadata, bearer
+from common import Metadata, Retrying, bearer
 from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg.consent.v1 import consent_pb2_grpc
@@ -45,16 +45,19 @@ async def agreement(consent_address: str, secret: str) -> Metadata:
                 pb.RegisterPartyRequest(party=party), metadata=admin, timeout=30
             )
         columns = ["counter_id", "date_observed", "intensity", "commune_code"]
-        requested = await stub.RequestAccess(
-            pb.RequestAccessRequest(
-                dataset_id=DATASET,
-                purposes=[PURPOSE],
-                legal_basis=pb.LEGAL_BASIS_PUBLIC_TASK,
-                justification="Size the cycle lanes",
-                columns=columns,
-            ),
-            metadata=app_md,
-            timeout=30,
+        # UNAVAILABLE while the consent service is still reading the catalog's events.
+        requested = await Retrying(attempts=20)(
+            lambda: stub.RequestAccess(
+                pb.RequestAccessRequest(
+                    dataset_id=DATASET,
+                    purposes=[PURPOSE],
+                    legal_basis=pb.LEGAL_BASIS_PUBLIC_TASK,
+                    justification="Size the cycle lanes",
+                    columns=columns,
+                ),
+                metadata=app_md,
+                timeout=30,
+            )
         )
         until = Timestamp()
         until.FromDatetime(datetime.now(UTC) + timedelta(days=1))

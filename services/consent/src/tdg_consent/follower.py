@@ -87,13 +87,17 @@ class TopicFollower:
             raise Unavailable(f"{self.topic} cannot be read yet (Kafka unreachable?)") from exc
         try:
             ends = await self._reader.end_offsets()
-            while time.monotonic() < deadline:
+            while True:
                 done = await self.stored_positions()
                 if all(done.get(p, 0) >= end for p, end in ends.items()):
                     return
+                if time.monotonic() >= deadline:
+                    break
                 await asyncio.sleep(0.05)
         except (KafkaError, RuntimeError) as exc:
             raise Unavailable(f"cannot read {self.topic}: {exc}") from exc
+        # Behind the topic's end: an answer read from the database now could be wrong.
+        raise Unavailable(f"{self.topic} not caught up within {timeout_s}s")
 
     async def stored_positions(self) -> dict[int, int]:
         async with transaction(self._engine, write=False, name="consent") as conn:
