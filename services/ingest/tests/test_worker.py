@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from aiokafka import AIOKafkaProducer
+from pyiceberg.exceptions import NoSuchTableError
 from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.events.v1 import catalog_events_pb2 as cev
 from tdg_core import topics
@@ -76,7 +77,10 @@ class Stack:
         return topics.dataset_topic(self.dataset_id)
 
     def rows(self) -> list[str]:
-        table = self.warehouse.load(self.dataset_id)
+        try:
+            table = self.warehouse.load(self.dataset_id)
+        except NoSuchTableError:  # not provisioned yet
+            return []
         if table.current_snapshot() is None:
             return []
         return sorted(
