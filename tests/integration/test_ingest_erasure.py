@@ -8,6 +8,7 @@ import json
 
 import pytest
 from tdg.consent.v1 import consent_pb2 as pb
+from tdg_ingest.warehouse import Warehouse
 
 from tests.integration.helpers import published
 from tests.integration.ingest_helpers import eventually, produce, settled, table_rows
@@ -39,7 +40,9 @@ async def test_erasure_removes_exactly_one_subjects_rows_and_is_recorded(
     households = ["hh-alice", "hh-bob", "hh-chloe"]
     values = [reading(h, day) for day in range(1, 21) for h in households]
     await produce(kafka.bootstrap, dataset.id, values, LYON)
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, len(values))
+    rows, letters = await settled(
+        ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, len(values)
+    )
     assert letters == [] and rows.num_rows == 60
 
     requested = await portal.consent.RequestErasure(
@@ -55,7 +58,7 @@ async def test_erasure_removes_exactly_one_subjects_rows_and_is_recorded(
         return bool(got.erasure.state == pb.ERASURE_STATE_COMPLETED)
 
     await eventually(done, 60, "erasure completed")
-    rows = await asyncio.to_thread(table_rows, ingest_app.warehouse, dataset.id)
+    rows = await asyncio.to_thread(table_rows, ingest_app.part(Warehouse), dataset.id)
     remaining = rows["household_id"].to_pylist()
     assert "hh-bob" not in remaining
     assert sorted(set(remaining)) == ["hh-alice", "hh-chloe"] and len(remaining) == 40
@@ -65,7 +68,7 @@ async def test_erasure_removes_exactly_one_subjects_rows_and_is_recorded(
     )
     (entry,) = got.erasure.datasets
     assert entry.dataset_id == dataset.id and entry.rows_deleted == 20
-    table = ingest_app.warehouse.load(dataset.id)
+    table = ingest_app.part(Warehouse).load(dataset.id)
     assert entry.snapshot_id in {s.snapshot_id for s in table.snapshots()}
     # The snapshot before the deletion still has them (time travel) until it is expired.
     assert table.current_snapshot().snapshot_id == entry.snapshot_id

@@ -15,6 +15,7 @@ import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.ingest.v1 import ingest_pb2 as ipb
+from tdg_ingest.warehouse import Warehouse
 
 from tests.integration.helpers import evolution, partner_with_app, published
 from tests.integration.ingest_helpers import bike_record, eventually, produce, settled, table_rows
@@ -64,7 +65,7 @@ async def test_publish_over_grpc_stores_json_and_arrow_records_and_reports_probl
     assert answer.problems[0].index == 100
     assert answer.problems[0].reason.category == "schema"
     assert "counter_id" in answer.problems[0].reason.message
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 150)
+    rows, letters = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 150)
     assert rows.num_rows == 150 and letters == []
     assert sorted(rows["counter_id"].to_pylist())[:2] == ["ARW-0", "ARW-1"]
 
@@ -168,7 +169,7 @@ async def test_a_partner_with_a_write_agreement_publishes_and_its_delivery_is_me
     await eventually(allowed, 20, "the write agreement reached OPA")
     # A record of the partner straight to Kafka, invalid: dead-lettered under its name.
     await produce(kafka.bootstrap, dataset.id, [b'{"counter_id": 1}'], producer=app)
-    await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 21)
+    await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 21)
 
     indicators = await officer.stub.GetDeliveryIndicators(
         ipb.GetDeliveryIndicatorsRequest(dataset_id=dataset.id, producer=app, period="hour"),
@@ -206,7 +207,7 @@ async def test_rejects_are_listed_and_replayed_after_the_schema_is_fixed(
     dataset = await published(officer, "bike-counters")
     with_speed = [bike_record(i, average_vehicle_speed=12.0) for i in range(30)]
     await produce(kafka.bootstrap, dataset.id, with_speed, LYON)
-    _, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 30)
+    _, letters = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 30)
     assert {x.code for x in letters} == {"unknown_field"}
 
     listed = await officer.stub.ListRejects(
@@ -238,11 +239,11 @@ async def test_rejects_are_listed_and_replayed_after_the_schema_is_fixed(
     assert replayed.replayed == 30
 
     async def stored() -> bool:
-        rows = await asyncio.to_thread(table_rows, ingest_app.warehouse, dataset.id)
+        rows = await asyncio.to_thread(table_rows, ingest_app.part(Warehouse), dataset.id)
         return bool(rows.num_rows == 30)
 
     await eventually(stored, 30, "replayed records stored")
-    rows = await asyncio.to_thread(table_rows, ingest_app.warehouse, dataset.id)
+    rows = await asyncio.to_thread(table_rows, ingest_app.part(Warehouse), dataset.id)
     assert set(rows["average_vehicle_speed"].to_pylist()) == {12.0}
 
     other_officer = ingest_caller("grenoble-data-office", "grenoble-alpes", "data-officer")
@@ -264,8 +265,8 @@ async def test_compaction_while_records_arrive_loses_and_duplicates_nothing(
         await produce(
             kafka.bootstrap, dataset.id, [bike_record(n * 100 + i) for i in range(100)], LYON
         )
-        await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, (n + 1) * 100)
-    files_before = len(list(ingest_app.warehouse.load(dataset.id).scan().plan_files()))
+        await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, (n + 1) * 100)
+    files_before = len(list(ingest_app.part(Warehouse).load(dataset.id).scan().plan_files()))
 
     more = produce(kafka.bootstrap, dataset.id, [bike_record(500 + i) for i in range(500)], LYON)
     compacted, _ = await asyncio.gather(
@@ -275,8 +276,11 @@ async def test_compaction_while_records_arrive_loses_and_duplicates_nothing(
         more,
     )
     assert compacted.files_rewritten > 0
-    rows, _ = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 1000)
+    rows, _ = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 1000)
     ids = rows["counter_id"].to_pylist()
     assert len(ids) == 1000 and len(set(ids)) == 1000
-    assert len(list(ingest_app.warehouse.load(dataset.id).scan().plan_files())) < files_before + 28
+    assert (
+        len(list(ingest_app.part(Warehouse).load(dataset.id).scan().plan_files()))
+        < files_before + 28
+    )
     assert json.loads(bike_record(0))["counter_id"] in ids

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from tdg.catalog.v1 import catalog_pb2 as pb
+from tdg_ingest.warehouse import Warehouse
 
 from tests.integration.helpers import evolution, published
 from tests.integration.ingest_helpers import bike_record, produce, settled
@@ -46,7 +47,9 @@ async def test_valid_and_invalid_records_are_each_stored_or_dead_lettered_once(
 
     await produce(kafka.bootstrap, dataset.id, mixed, producer=LYON)
 
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, len(mixed))
+    rows, letters = await settled(
+        ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, len(mixed)
+    )
     assert rows.num_rows == len(good)
     assert len(letters) == len(bad)
     assert sorted(rows["counter_id"].to_pylist()) == sorted(
@@ -81,7 +84,7 @@ async def test_schema_evolved_mid_stream_keeps_every_record(
     newer = [bike_record(i, average_vehicle_speed=17.5) for i in range(300, 600)]
     await produce(kafka.bootstrap, dataset.id, newer, LYON)
 
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 600)
+    rows, letters = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 600)
     assert letters == []
     assert rows.num_rows == 600
     speeds = dict(
@@ -100,7 +103,7 @@ async def test_a_producer_without_a_grant_is_dead_lettered_with_the_policy_reaso
     await produce(kafka.bootstrap, dataset.id, [bike_record(i) for i in range(10, 15)], "")
     await produce(kafka.bootstrap, dataset.id, [bike_record(i) for i in range(15, 20)], LYON)
 
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 20)
+    rows, letters = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 20)
     assert rows.num_rows == 5
     by_code: dict[str, list[Any]] = {}
     for letter in letters:
@@ -117,7 +120,7 @@ async def test_records_to_a_deprecated_dataset_are_dead_lettered(
     officer = ingest_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "bike-counters")
     await produce(kafka.bootstrap, dataset.id, [bike_record(i) for i in range(5)], LYON)
-    await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 5)
+    await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 5)
     await officer.catalog.DeprecateDataset(
         pb.DeprecateDatasetRequest(id=dataset.id, reason="replaced by v2 counters"),
         metadata=officer.md,
@@ -126,7 +129,7 @@ async def test_records_to_a_deprecated_dataset_are_dead_lettered(
     await asyncio.sleep(0.5)
     await produce(kafka.bootstrap, dataset.id, [bike_record(i) for i in range(5, 8)], LYON)
 
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 8)
+    rows, letters = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 8)
     assert rows.num_rows == 5
     assert [(x.category, x.code) for x in letters] == [("deprecated", "dataset_deprecated")] * 3
     assert "replaced by v2 counters" in letters[0].message
@@ -138,8 +141,8 @@ async def test_stored_rows_are_partitioned_by_day_of_event_time(
     officer = ingest_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "bike-counters")
     await produce(kafka.bootstrap, dataset.id, [bike_record(i) for i in range(56)], LYON)
-    await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 56)
-    table = ingest_app.warehouse.load(dataset.id)
+    await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 56)
+    table = ingest_app.part(Warehouse).load(dataset.id)
     assert [f.transform.__class__.__name__ for f in table.spec().fields] == ["DayTransform"]
     days = {
         task.file.partition[0]

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pyarrow import flight
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg_ingest.warehouse import Warehouse
 
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
@@ -185,7 +186,7 @@ async def world(
         [json.dumps(session(i)).encode() for i in range(ROWS)],
         LYON,
     )
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, ROWS)
+    rows, letters = await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, ROWS)
     assert rows.num_rows == ROWS and not letters
     reader_org, reader_app, _ = await agreement(
         consent_caller,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg_ingest.warehouse import Warehouse
 
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
@@ -57,7 +58,7 @@ class Households:
         ]
         await produce(kafka.bootstrap, dataset.id, values, LYON)
         rows, letters = await settled(
-            ingest_app.warehouse, kafka.bootstrap, dataset.id, len(values)
+            ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, len(values)
         )
         assert letters == [] and rows.num_rows == len(values)
         org, app_id = await partner_with_app(self.admin)

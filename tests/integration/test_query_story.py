@@ -24,6 +24,7 @@ from tdg_core import topics
 from tdg_core.events import TopicSpec, ensure_topics
 from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
+from tdg_ingest.warehouse import Warehouse
 from tdg_lake.catalog import open_catalog
 from tdg_query.audit import AuditLog
 from tdg_query.audit_table import AuditSink, AuditTable
@@ -68,7 +69,9 @@ def bikes(answer: Answer) -> list[str]:
 async def loaded(ingest_app: Any, kafka: Any, dataset_id: str, values: list[bytes]) -> None:
     """`values` sent by the publisher, once the table holds them all."""
     await produce(kafka.bootstrap, dataset_id, values, LYON)
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset_id, len(values))
+    rows, letters = await settled(
+        ingest_app.part(Warehouse), kafka.bootstrap, dataset_id, len(values)
+    )
     assert letters == [] and rows.num_rows == len(values), [x.message for x in letters[:3]]
 
 
@@ -341,7 +344,7 @@ async def more_sessions_then_time_travel(
     values = [session_record(i, f"{run}-late-{i % 3}", COMMUNES[i % 4]) for i in range(500, 540)]
     later = [json.loads(v) for v in values]
     await produce(kafka.bootstrap, reader.dataset_id, values, LYON)
-    await settled(ingest_app.warehouse, kafka.bootstrap, reader.dataset_id, len(records) + 40)
+    await settled(ingest_app.part(Warehouse), kafka.bootstrap, reader.dataset_id, len(records) + 40)
     now = await reader.ask()
     assert now.header.snapshot_id != first.header.snapshot_id
     assert now.table.num_rows == first.table.num_rows + sum(
@@ -589,7 +592,7 @@ async def test_time_travel_reads_an_earlier_snapshot(query_caller, ingest_app, k
 
     second = [bike_record(i) for i in range(60, 100)]
     await produce(kafka.bootstrap, dataset.id, second, LYON)
-    await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 100)
+    await settled(ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 100)
     now = await query(officer, request)
     assert now.table.num_rows == 100 and now.header.snapshot_id != earlier.header.snapshot_id
 

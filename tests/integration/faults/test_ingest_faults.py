@@ -155,7 +155,9 @@ async def test_kafka_restarted_mid_stream_loses_and_duplicates_nothing(
         await asyncio.to_thread(kafka.start)
     await produce(kafka.bootstrap, dataset.id, [bike_record(i) for i in range(5_000, 10_000)], LYON)
 
-    rows, letters = await settled(ingest_app.warehouse, kafka.bootstrap, dataset.id, 10_000, 120)
+    rows, letters = await settled(
+        ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, 10_000, 120
+    )
     assert letters == []
     assert rows.num_rows == 10_000
     assert pc.count_distinct(rows["counter_id"]).as_py() == 10_000

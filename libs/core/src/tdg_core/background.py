@@ -32,9 +32,18 @@ DEPENDENCY_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
-def log_failure(logger: Any, event: str, exc: BaseException, **context: object) -> None:
-    """Log a retried failure: a warning when a dependency is away, else with its traceback."""
-    if isinstance(exc, DEPENDENCY_FAILURES):
+def log_failure(
+    logger: Any,
+    event: str,
+    exc: BaseException,
+    *,
+    dependencies: tuple[type[BaseException], ...] = DEPENDENCY_FAILURES,
+    **context: object,
+) -> None:
+    """Log a retried failure: a warning when a dependency is away (`dependencies`: what that looks
+    like, these by default; a library adds its own, e.g. `tdg_lake.failures`), else with its
+    traceback."""
+    if isinstance(exc, dependencies):
         logger.warning(event, error=str(exc), **context)
     else:
         logger.error(event, exc_info=exc, **context)

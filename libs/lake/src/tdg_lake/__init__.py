@@ -7,4 +7,5 @@ and query services share it.
   of pyiceberg's private functions
 - `offsets`: Kafka offsets kept in snapshots; the exactly-once append (`StaleOffsets`)
 - `sink`: the exactly-once Kafka → Iceberg consumer loop, with a flush hook per table
+- `failures`: what a lake dependency being away looks like, for loops that retry
 """

@@ -12,10 +12,10 @@ zombies and failed commits happen; and a batch that could not be committed never
   started at (`tdg_lake.offsets.append_exactly_once`). A batch someone else committed first (a
   replica that took the partitions over, a zombie) raises StaleOffsets: it is dropped and its
   topic sought back to the table's offsets.
-- A failed flush (a dependency down) keeps the batch, pauses its topic, so that memory stays
-  bounded, and retries with backoff; nothing is skipped because a dependency was down. Whatever
-  drops a batch (its commit, StaleOffsets, a revocation) resumes its topic: aiokafka's `seek`
-  does not resume a paused partition.
+- A failed flush (a dependency down; anything else is logged with its traceback, as a bug) keeps
+  the batch, pauses its topic, so that memory stays bounded, and retries with backoff; nothing is
+  skipped because a dependency was down. Whatever drops a batch (its commit, StaleOffsets, a
+  revocation) resumes its topic: aiokafka's `seek` does not resume a paused partition.
 - A revocation waits for a commit in flight, so that the next owner finds the table settled, and
   drops the batches of the topics concerned; their partitions still assigned are sought back.
 
@@ -38,8 +38,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord
 from pyiceberg.exceptions import NoSuchTableError
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 
+from tdg_lake.failures import LAKE_FAILURES
 from tdg_lake.offsets import StaleOffsets
 
 log = structlog.get_logger("tdg.lake.sink")
@@ -199,7 +200,7 @@ class TableSink(Generic[T]):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._log.warning("sink failed, restarting", error=str(exc))
+                log_failure(self._log, "sink failed, restarting", exc, dependencies=LAKE_FAILURES)
                 await asyncio.sleep(1.0)
             finally:
                 self.healthy = False
@@ -265,7 +266,13 @@ class TableSink(Generic[T]):
                 self._log.info("partition not positioned yet", topic=topic, error=str(exc))
                 continue
             except Exception as exc:
-                self._log.warning("cannot position partitions", topic=topic, error=repr(exc))
+                log_failure(
+                    self._log,
+                    "cannot position partitions",
+                    exc,
+                    dependencies=LAKE_FAILURES,
+                    topic=topic,
+                )
                 continue
             if offsets is None:
                 continue
@@ -336,8 +343,13 @@ class TableSink(Generic[T]):
             batch.retry_at = time.monotonic() + delay
             with contextlib.suppress(Exception):  # fetch no more of it meanwhile
                 consumer.pause(*[tp for tp in consumer.assignment() if tp.topic == batch.topic])
-            self._log.warning(
-                "flush failed, will retry", topic=batch.topic, retry_in_s=delay, error=str(exc)
+            log_failure(
+                self._log,
+                "flush failed, will retry",
+                exc,
+                dependencies=LAKE_FAILURES,
+                topic=batch.topic,
+                retry_in_s=delay,
             )
             return
         with contextlib.suppress(Exception):

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+from tdg_core.service import run
 
-from tdg_core.grpc.server import serve
-from tdg_core.logging import configure_logging
-
-from tdg_ingest.server import build_app
+from tdg_ingest.server import build_service
 from tdg_ingest.settings import IngestSettings
 
 
-async def _run(settings: IngestSettings) -> None:
-    app = await build_app(settings)
-    app.start_background()
-    await serve(app.server, app.monitor, settings.shutdown_grace_s, on_stop=[app.close])
-
-
 def main() -> None:
-    settings = IngestSettings()
-    configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(_run(settings))
+    run(build_service, IngestSettings())
 
 
 if __name__ == "__main__":

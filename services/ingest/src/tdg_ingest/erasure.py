@@ -21,12 +21,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 from pyiceberg.exceptions import NoSuchTableError
 from tdg_core import topics
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 from tdg_core.events import EventProducer
+from tdg_lake.failures import LAKE_FAILURES
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
 from tdg_ingest.events import ErasureApplied, ErasureRequest, erasure_carried_out, erasure_request
-from tdg_ingest.failures import log_failed_round
 from tdg_ingest.locks import TableLocks
 from tdg_ingest.settings import ERASURE_GROUP
 from tdg_ingest.warehouse import Warehouse
@@ -106,7 +106,9 @@ class Eraser:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log_failed_round(log, "erasure follower failed, will retry", exc)
+                log_failure(
+                    log, "erasure follower failed, will retry", exc, dependencies=LAKE_FAILURES
+                )
                 await asyncio.sleep(1.0)
             finally:
                 with contextlib.suppress(Exception):

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 from tdg_core.events import TopicSpec, ensure_topics
+from tdg_lake.failures import LAKE_FAILURES
 
 from tdg_ingest.datasets import DatasetDirectory, DatasetEntry
-from tdg_ingest.failures import log_failed_round
 from tdg_ingest.warehouse import Warehouse
 
 log = structlog.get_logger("tdg.ingest.provisioner")
@@ -95,7 +95,13 @@ class Provisioner:
                     raise
                 except Exception as exc:
                     failed = True
-                    log_failed_round(log, "provisioning failed, will retry", exc, dataset=entry.id)
+                    log_failure(
+                        log,
+                        "provisioning failed, will retry",
+                        exc,
+                        dependencies=LAKE_FAILURES,
+                        dataset=entry.id,
+                    )
             try:
                 async with asyncio.timeout(1.0 if failed else 5.0):
                     await self._wake.wait()

@@ -1,32 +1,35 @@
 """Wires the ingest service: the catalog view, provisioning of topics and tables, the worker, the
 eraser, the table upkeep loops, and the gRPC servicer over its use cases (front door, reports,
 rejects, upkeep). The worker may be turned off (`TDG_INGEST_RUN_WORKER=false`) on replicas that
-only serve the front door."""
+only serve the front door.
+
+Started in this order, stopped in reverse: OPA client, events producer, front-door producer,
+warehouse, its own topics (created in the background), catalog view, provisioner, write
+permissions, eraser, worker, indicator roll-up, table maintenance, gRPC. The server stops first,
+so no call meets a stopped part; the producers stop last, after everything that sends.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-import grpc
-import structlog
 from aiokafka import AIOKafkaProducer
 from tdg.ingest.v1 import ingest_pb2_grpc
 from tdg_core import topics
 from tdg_core.auth import TokenVerifier
 from tdg_core.background import Background
 from tdg_core.errors import Unavailable
-from tdg_core.events import EventProducer, TopicSpec, ensure_topics, kafka_reachable
+from tdg_core.events import EventProducer, TopicSpec
 from tdg_core.grpc import GrpcService, build_server
-from tdg_core.grpc.server import HealthMonitor
 from tdg_core.policy import PolicyClient
+from tdg_core.service import Component, Service, kafka_probe, topics_to_create
+from tdg_lake.probe import iceberg_probe
 
 from tdg_ingest.datasets import DatasetDirectory
 from tdg_ingest.dlq import DeadLetterReader
 from tdg_ingest.erasure import Eraser
-from tdg_ingest.failures import log_failed_round
 from tdg_ingest.front_door import FrontDoor
 from tdg_ingest.indicators import Indicators
 from tdg_ingest.locks import TableLocks
@@ -40,8 +43,6 @@ from tdg_ingest.upkeep import TableUpkeep
 from tdg_ingest.warehouse import Warehouse
 from tdg_ingest.worker import IngestWorker
 from tdg_ingest.writes import WritePermissions
-
-log = structlog.get_logger("tdg.ingest.server")
 
 
 def own_topics(settings: IngestSettings) -> list[TopicSpec]:
@@ -99,75 +100,28 @@ class KafkaSender:
             self._producer = None
 
 
-@dataclass
-class IngestApp:
-    server: grpc.aio.Server
-    monitor: HealthMonitor
-    port: int
-    settings: IngestSettings
-    directory: DatasetDirectory
-    provisioner: Provisioner
-    warehouse: Warehouse
-    worker: IngestWorker | None
-    eraser: Eraser
-    writes: WritePermissions
-    policy: PolicyClient
-    events: EventProducer
-    sender: KafkaSender
-    upkeep: TableUpkeep
-    background: list[Background] = field(default_factory=list)
-
-    def start_background(self) -> None:
-        s = self.settings
-        retention = timedelta(hours=s.ingest_snapshot_retention_h)
-        self.background = [
-            Background("ingest-topics", self._ensure_own_topics),
+def upkeep_loops(upkeep: TableUpkeep, settings: IngestSettings) -> list[Component]:
+    """Indicators rolled up and tables compacted on their own schedules, forever."""
+    retention = timedelta(hours=settings.ingest_snapshot_retention_h)
+    return [
+        Component.running(
+            "indicator-roll-up",
             Background(
-                "indicator-roll-up", lambda: self.upkeep.keep_rolled_up(s.ingest_indicators_every_s)
+                "indicator-roll-up",
+                lambda: upkeep.keep_rolled_up(settings.ingest_indicators_every_s),
             ),
+        ),
+        Component.running(
+            "table-maintenance",
             Background(
                 "table-maintenance",
-                lambda: self.upkeep.keep_compacted(s.ingest_maintenance_every_s, retention),
+                lambda: upkeep.keep_compacted(settings.ingest_maintenance_every_s, retention),
             ),
-        ]
-        for task in self.background:
-            task.start()
-        self.directory.start()
-        self.provisioner.start()
-        self.writes.start()
-        self.eraser.start()
-        if self.worker is not None:
-            self.worker.start()
-
-    async def start(self) -> None:
-        self.start_background()
-        await self.server.start()
-        self.monitor.start()
-
-    async def _ensure_own_topics(self) -> None:
-        while True:
-            try:
-                await ensure_topics(self.settings.kafka_bootstrap, own_topics(self.settings))
-                return
-            except Exception as exc:
-                log_failed_round(log, "cannot create the ingest topics yet", exc)
-                await asyncio.sleep(1.0)
-
-    async def close(self) -> None:
-        if self.worker is not None:
-            await self.worker.stop()
-        await self.eraser.stop()
-        await self.writes.stop()
-        await self.provisioner.stop()
-        await self.directory.stop()
-        for task in self.background:
-            await task.stop()
-        await self.sender.stop()
-        await self.events.stop()
-        await self.policy.close()
+        ),
+    ]
 
 
-async def build_app(settings: IngestSettings) -> IngestApp:
+async def build_service(settings: IngestSettings) -> Service[IngestSettings]:
     warehouse = await asyncio.to_thread(Warehouse, settings.iceberg_properties())
     directory = DatasetDirectory(settings.kafka_bootstrap, topics.CATALOG_EVENTS)
     provisioner = Provisioner(
@@ -182,11 +136,6 @@ async def build_app(settings: IngestSettings) -> IngestApp:
         policy, settings.ingest_write_cache_s, settings.kafka_bootstrap, topics.CONSENT_EVENTS
     )
     locks = TableLocks()
-    worker = (
-        IngestWorker(settings, directory, provisioner, warehouse, writes, locks)
-        if settings.ingest_run_worker
-        else None
-    )
     events = EventProducer(settings.kafka_bootstrap, client_id="tdg-ingest")
     eraser = Eraser(settings.kafka_bootstrap, directory, warehouse, locks, events)
     sender = KafkaSender(settings)
@@ -198,39 +147,42 @@ async def build_app(settings: IngestSettings) -> IngestApp:
     rejects = Rejects(DeadLetterReader(settings.kafka_bootstrap), sender)
     front_door = FrontDoor(directory, provisioner, writes, sender, settings.ingest_max_record_bytes)
     servicer = IngestServicer(front_door, reports, rejects, upkeep)
-
-    async def iceberg_up() -> bool:
-        try:
-            await asyncio.wait_for(asyncio.to_thread(warehouse.catalog.list_namespaces), 2.0)
-        except Exception:
-            return False
-        return True
-
-    async def kafka_up() -> bool:
-        return await kafka_reachable(settings.kafka_bootstrap)
-
     service = GrpcService(
         name=SERVICE_NAME,
         register=lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(
             servicer, server
         ),
         resource_of=ResourceFinder(directory, rejects),
-        dependencies={"kafka": kafka_up, "iceberg-catalog": iceberg_up},
+        dependencies={
+            "kafka": kafka_probe(settings.kafka_bootstrap),
+            "iceberg-catalog": iceberg_probe(warehouse.catalog),
+        },
     )
-    server, monitor, port = build_server(settings, [service], TokenVerifier(settings), policy)
-    return IngestApp(
-        server,
-        monitor,
-        port,
+    grpc = build_server(settings, [service], TokenVerifier(settings), policy)
+    worker = (
+        [
+            Component.running(
+                "ingest-worker",
+                IngestWorker(settings, directory, provisioner, warehouse, writes, locks),
+            )
+        ]
+        if settings.ingest_run_worker
+        else []
+    )
+    return Service(
         settings,
-        directory,
-        provisioner,
-        warehouse,
-        worker,
-        eraser,
-        writes,
-        policy,
-        events,
-        sender,
-        upkeep,
+        grpc,
+        [
+            Component.resource("opa", policy, policy.close),
+            Component.resource("events-producer", events, events.stop),
+            Component.resource("front-door-producer", sender, sender.stop),
+            Component.resource("warehouse", warehouse),
+            topics_to_create(settings.kafka_bootstrap, own_topics(settings)),
+            Component.running("catalog-view", directory),
+            Component.running("provisioner", provisioner),
+            Component.running("write-permissions", writes),
+            Component.running("eraser", eraser),
+            *worker,
+            *upkeep_loops(upkeep, settings),
+        ],
     )

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
+from tdg_core.background import log_failure
 from tdg_core.errors import InvalidArgument
+from tdg_lake.failures import LAKE_FAILURES
 
 from tdg_ingest.datasets import DatasetDirectory
-from tdg_ingest.failures import log_failed_round
 from tdg_ingest.indicators import Indicators
 from tdg_ingest.locks import TableLocks
 from tdg_ingest.maintenance import CompactionResult, compact
@@ -85,7 +86,9 @@ class TableUpkeep:
             try:
                 await self.roll_up([e.id for e in self._directory.with_tables()])
             except Exception as exc:
-                log_failed_round(log, "indicator roll-up failed, will retry", exc)
+                log_failure(
+                    log, "indicator roll-up failed, will retry", exc, dependencies=LAKE_FAILURES
+                )
 
     async def keep_compacted(self, every_s: float, retention: timedelta) -> None:
         """Compact every dataset's table every `every_s` seconds, expiring snapshots older than
@@ -97,4 +100,6 @@ class TableUpkeep:
                     [e.id for e in self._directory.with_tables()], expire_older_than=retention
                 )
             except Exception as exc:
-                log_failed_round(log, "table maintenance failed, will retry", exc)
+                log_failure(
+                    log, "table maintenance failed, will retry", exc, dependencies=LAKE_FAILURES
+                )

@@ -2,7 +2,7 @@
 
 from tdg_core.grpc.context import current_decision, current_principal
 from tdg_core.grpc.interceptors import ResourceExtractor
-from tdg_core.grpc.server import GrpcEndpoint, GrpcService, build_server, serve
+from tdg_core.grpc.server import GrpcEndpoint, GrpcService, build_server
 
 __all__ = [
     "GrpcEndpoint",
@@ -11,5 +11,4 @@ __all__ = [
     "build_server",
     "current_decision",
     "current_principal",
-    "serve",
 ]

@@ -1,10 +1,10 @@
-"""Server bootstrap: interceptors, health (following dependencies), reflection, graceful stop."""
+"""Server bootstrap: interceptors, health (following dependencies), reflection; `tdg_core.service`
+starts it and stops it gracefully."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -136,29 +136,3 @@ def build_server(
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     return GrpcEndpoint(server, monitor, port)
-
-
-async def serve(
-    server: grpc.aio.Server,
-    monitor: HealthMonitor,
-    grace_s: float,
-    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-) -> None:
-    """Start, run until SIGTERM/SIGINT, then stop gracefully: NOT_SERVING first, then drain.
-
-    Superseded by `tdg_core.service.Service.run`; goes once ingest and query build a `Service`.
-    """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await server.start()
-    monitor.start()
-    log.info("serving")
-    await stop.wait()
-    log.info("stopping", grace_s=grace_s)
-    await monitor.stop()
-    await server.stop(grace_s)
-    for callback in on_stop:
-        await callback()
-    log.info("stopped")
