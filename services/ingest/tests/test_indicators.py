@@ -15,7 +15,8 @@ from pyiceberg.table import Table, Transaction
 from tdg_ingest.contract import DELIVERY_PROPERTY
 from tdg_ingest.convert import indicator_to_pb as to_proto
 from tdg_ingest.delivery import HOUR_MS, DeliveryTally
-from tdg_ingest.indicators import INDICATORS_TABLE, Indicators
+from tdg_ingest.indicator_table import INDICATORS_TABLE
+from tdg_ingest.indicators import Indicators
 
 DAY = datetime(2025, 3, 10, tzinfo=UTC)
 ROWS = pa.schema([pa.field("reading", pa.int64()), pa.field("t", pa.timestamp("us", tz="UTC"))])

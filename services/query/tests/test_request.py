@@ -18,7 +18,14 @@ from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.errors import InvalidArgument
 from tdg_query import request as rq
 from tdg_query.model import Between, Comparison, InList, IsNull, Junction, Not, Query
-from tdg_query.request import MAX_DEPTH, MAX_IN_VALUES, MAX_LITERALS, MAX_NODES, check_request
+from tdg_query.request import check_request
+from tdg_query.request_filter import (
+    MAX_DEPTH,
+    MAX_IN_VALUES,
+    MAX_LITERALS,
+    MAX_NODES,
+    MAX_STRING_BYTES,
+)
 
 Op: TypeAlias = qpb.ComparisonOperator.ValueType
 Function: TypeAlias = qpb.AggregateFunction.ValueType
@@ -284,7 +291,7 @@ def test_too_many_columns_are_refused() -> None:
         ("amount", lit(decimal_value="-Infinity"), "finite"),
         ("amount", lit(double_value=1.5), "got a double"),
         ("name", lit(int_value=1), "got a int"),
-        ("name", lit(string_value="x" * (rq.MAX_STRING_BYTES + 1)), "at most"),
+        ("name", lit(string_value="x" * (MAX_STRING_BYTES + 1)), "at most"),
         ("flag", lit(string_value="true"), "got a string"),
         ("ts", lit(date_value="2024-03-01"), "got a date"),
         ("ts", lit(string_value="2024-03-01T00:00:00Z"), "got a string"),

@@ -14,7 +14,7 @@ from tdg.ingest.v1 import ingest_pb2 as pb
 
 from tdg_ingest.dlq import DeadLetter, RejectFilter
 from tdg_ingest.front_door import PublishTotals, RecordBatch
-from tdg_ingest.indicators import Indicator
+from tdg_ingest.indicator_periods import Indicator
 from tdg_ingest.maintenance import CompactionResult
 from tdg_ingest.status import DatasetFigures
 

@@ -11,7 +11,8 @@ from tdg_core.errors import InvalidArgument
 from tdg_core.identifiers import check_party_id
 
 from tdg_ingest.datasets import DatasetDirectory
-from tdg_ingest.indicators import Indicator, Indicators
+from tdg_ingest.indicator_periods import Indicator
+from tdg_ingest.indicators import Indicators
 from tdg_ingest.status import DatasetFigures, StatusReader
 from tdg_ingest.upkeep import TableUpkeep
 

@@ -1,7 +1,8 @@
 """A `QueryRequest` checked against the dataset's schema: the proto side of a query.
 
 Everything the caller sends is checked here, before OPA is asked: names must be columns of the
-dataset, literals must fit their column's type, expressions are bounded in depth and size. What
+dataset, literals must fit their column's type, expressions are bounded in depth and size (the
+filter's expression tree is checked in `tdg_query.request_filter`). What
 comes out is plain data (`tdg_query.model.Query`); the engine and the SQL builder only ever see
 that, never the message. Until the dataset is known, the message travels as an `Asked`: what the
 engine may read of it (the dataset, the purpose, the text the audit trail keeps) and its check.
@@ -9,11 +10,9 @@ engine may read of it (the dataset, the purpose, the text the audit trail keeps)
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -21,40 +20,12 @@ from tdg.catalog.v1 import catalog_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.errors import InvalidArgument
 
-from tdg_query.model import (
-    Aggregate,
-    Between,
-    Column,
-    Comparison,
-    Expr,
-    InList,
-    IsNull,
-    Junction,
-    Not,
-    Order,
-    Query,
-    Value,
-)
+from tdg_query.model import Aggregate, Column, Comparison, Expr, Junction, Order, Query
+from tdg_query.request_filter import FilterChecker, checked_column, instant
 
-# Bounds on what one request may ask; generous for real use, small enough that a hostile request
-# cannot make the planner or DuckDB's parser work for long.
-MAX_DEPTH = 32
-MAX_NODES = 1_000
-MAX_IN_VALUES = 1_000
-MAX_LITERALS = 10_000
+# Bounds on what one request may ask besides its filter (bounded in tdg_query.request_filter).
 MAX_COLUMNS = 500
-MAX_STRING_BYTES = 64 * 1024
 _ALIAS = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-INT32 = (-(2**31), 2**31 - 1)
-
-_COMPARISONS = {
-    qpb.COMPARISON_OPERATOR_EQ: "=",
-    qpb.COMPARISON_OPERATOR_NE: "!=",
-    qpb.COMPARISON_OPERATOR_LT: "<",
-    qpb.COMPARISON_OPERATOR_LE: "<=",
-    qpb.COMPARISON_OPERATOR_GT: ">",
-    qpb.COMPARISON_OPERATOR_GE: ">=",
-}
 
 _FUNCTIONS = {
     qpb.AGGREGATE_FUNCTION_COUNT: "count",
@@ -124,7 +95,11 @@ def check_request(request: qpb.QueryRequest, dataset: cpb.Dataset) -> Query:
                 f"{extra[0]!r} is neither grouped nor aggregated: with aggregates, the result is "
                 "the group-by columns then the aggregates",
             )
-    expr = checker.expression(request.filter, "filter", 0) if request.HasField("filter") else None
+    expr = (
+        FilterChecker(types).expression(request.filter, "filter", 0)
+        if request.HasField("filter")
+        else None
+    )
     time_filter = _time_range(request, dataset.schema.event_time_column, types)
     if time_filter is not None:
         expr = time_filter if expr is None else Junction("AND", (expr, time_filter))
@@ -158,7 +133,7 @@ def check_request(request: qpb.QueryRequest, dataset: cpb.Dataset) -> Query:
             raise InvalidArgument("snapshot_id", "must be a snapshot id of the table (positive)")
         snapshot_id = request.snapshot_id
     elif which == "as_of_time":
-        as_of = _timestamp(request.as_of_time, "as_of_time")
+        as_of = instant(request.as_of_time, "as_of_time")
     return Query(
         dataset_id=request.dataset_id,
         purpose=request.purpose,
@@ -184,10 +159,10 @@ def _time_range(request: qpb.QueryRequest, column: str, types: dict[str, str]) -
     tr = request.time_range
     daily = types[column] == "date"
     if tr.HasField("start"):
-        start = _timestamp(tr.start, "time_range.start")
+        start = instant(tr.start, "time_range.start")
         parts.append(Comparison(column, ">=", start.date() if daily else start))
     if tr.HasField("end"):
-        end = _timestamp(tr.end, "time_range.end")
+        end = instant(tr.end, "time_range.end")
         # A day is kept when it overlaps the range: the end's day too, unless it ends at 0:00.
         if daily:
             midnight = end == datetime.combine(end.date(), datetime.min.time(), tzinfo=UTC)
@@ -206,25 +181,14 @@ def _time_range(request: qpb.QueryRequest, column: str, types: dict[str, str]) -
     return parts[0] if len(parts) == 1 else Junction("AND", tuple(parts))
 
 
-def _timestamp(ts: Any, field_name: str) -> datetime:
-    try:
-        return datetime.fromtimestamp(ts.seconds, tz=UTC).replace(microsecond=ts.nanos // 1000)
-    except (OverflowError, OSError, ValueError) as exc:
-        raise InvalidArgument(field_name, "is not a representable instant") from exc
-
-
 class _Checker:
+    """The result's columns: listed names, group-by columns and aggregates."""
+
     def __init__(self, types: dict[str, str]) -> None:
         self._types = types
-        self._nodes = 0
-        self._literals = 0
 
     def _column(self, name: str, field_name: str) -> str:
-        if not name:
-            raise InvalidArgument(field_name, "names no column")
-        if name not in self._types:
-            raise InvalidArgument(field_name, f"{name[:100]!r} is not a column of the dataset")
-        return name
+        return checked_column(self._types, name, field_name)
 
     def names(self, names: Any, field_name: str) -> list[str]:
         if len(names) > MAX_COLUMNS:
@@ -275,132 +239,3 @@ class _Checker:
             aliases.add(alias)
             out.append(Aggregate(function, column, alias))
         return out
-
-    def expression(self, expr: qpb.Expression, f: str, depth: int) -> Expr:
-        self._nodes += 1
-        if depth > MAX_DEPTH:
-            raise InvalidArgument(f, f"expressions nest at most {MAX_DEPTH} deep")
-        if self._nodes > MAX_NODES:
-            raise InvalidArgument("filter", f"at most {MAX_NODES} expression nodes")
-        kind = expr.WhichOneof("kind")
-        if kind == "comparison":
-            c = expr.comparison
-            column = self._column(c.column, f"{f}.comparison.column")
-            op = _COMPARISONS.get(c.op)
-            if op is None:
-                raise InvalidArgument(
-                    f"{f}.comparison.op", "an operator is required (EQ, NE, LT, LE, GT, GE)"
-                )
-            self._comparable(column, f"{f}.comparison.column")
-            return Comparison(column, op, self.literal(c.value, column, f"{f}.comparison.value"))
-        if kind == "in_list":
-            c2 = expr.in_list
-            column = self._column(c2.column, f"{f}.in_list.column")
-            self._comparable(column, f"{f}.in_list.column")
-            if not c2.values:
-                raise InvalidArgument(f"{f}.in_list.values", "needs at least one value")
-            if len(c2.values) > MAX_IN_VALUES:
-                raise InvalidArgument(
-                    f"{f}.in_list.values", f"at most {MAX_IN_VALUES} values, got {len(c2.values)}"
-                )
-            values = tuple(
-                self.literal(v, column, f"{f}.in_list.values[{i}]") for i, v in enumerate(c2.values)
-            )
-            return InList(column, values, c2.negated)
-        if kind == "between":
-            b = expr.between
-            column = self._column(b.column, f"{f}.between.column")
-            self._comparable(column, f"{f}.between.column")
-            return Between(
-                column,
-                self.literal(b.low, column, f"{f}.between.low"),
-                self.literal(b.high, column, f"{f}.between.high"),
-            )
-        if kind == "is_null":
-            return IsNull(
-                self._column(expr.is_null.column, f"{f}.is_null.column"), expr.is_null.negated
-            )
-        if kind in ("and", "or"):
-            junction = getattr(expr, kind)
-            if not junction.operands:
-                raise InvalidArgument(f"{f}.{kind}.operands", "needs at least one operand")
-            return Junction(
-                kind.upper(),
-                tuple(
-                    self.expression(o, f"{f}.{kind}.operands[{i}]", depth + 1)
-                    for i, o in enumerate(junction.operands)
-                ),
-            )
-        if kind == "not":
-            return Not(self.expression(getattr(expr, "not"), f"{f}.not", depth + 1))
-        raise InvalidArgument(
-            f, "an expression is required (comparison, in_list, between, is_null, and, or, not)"
-        )
-
-    def _comparable(self, column: str, f: str) -> None:
-        if self._types[column].startswith("list<"):
-            raise InvalidArgument(f, f"{column!r} is a list: only IS NULL applies to it")
-
-    def literal(self, lit: qpb.Literal, column: str, f: str) -> Value:
-        self._literals += 1
-        if self._literals > MAX_LITERALS:
-            raise InvalidArgument("filter", f"at most {MAX_LITERALS} literals")
-        kind = self._types[column]
-        which = lit.WhichOneof("value")
-        if which is None:
-            raise InvalidArgument(f, f"a value is required (column {column!r} is {kind})")
-        value = getattr(lit, which)
-
-        def wrong() -> InvalidArgument:
-            return InvalidArgument(
-                f, f"column {column!r} is {kind}, got a {which.removesuffix('_value')}"
-            )
-
-        if kind == "string":
-            if which != "string_value":
-                raise wrong()
-            if len(value.encode()) > MAX_STRING_BYTES:
-                raise InvalidArgument(f, f"strings are at most {MAX_STRING_BYTES} bytes")
-            return str(value)
-        if kind == "bool":
-            if which != "bool_value":
-                raise wrong()
-            return bool(value)
-        if kind in ("int32", "int64"):
-            if which != "int_value":
-                raise wrong()
-            if kind == "int32" and not INT32[0] <= value <= INT32[1]:
-                raise InvalidArgument(f, f"{value} is out of the int32 range of column {column!r}")
-            return int(value)
-        if kind in ("float32", "float64"):
-            if which == "int_value":
-                return float(value)
-            if which != "double_value":
-                raise wrong()
-            if not math.isfinite(value):
-                raise InvalidArgument(f, "must be a finite number")
-            return float(value)
-        if kind.startswith("decimal("):
-            if which == "int_value":
-                return Decimal(value)
-            if which != "decimal_value":
-                raise wrong()
-            try:
-                number = Decimal(value)
-            except InvalidOperation as exc:
-                raise InvalidArgument(f, f"{value[:40]!r} is not a decimal number") from exc
-            if not number.is_finite():
-                raise InvalidArgument(f, "must be a finite number")
-            return number
-        if kind == "date":
-            if which != "date_value":
-                raise wrong()
-            try:
-                return date.fromisoformat(value)
-            except ValueError as exc:
-                raise InvalidArgument(f, f"{value[:40]!r} is not a date YYYY-MM-DD") from exc
-        if kind == "timestamp":
-            if which != "timestamp_value":
-                raise wrong()
-            return _timestamp(value, f)
-        raise InvalidArgument(f, f"column {column!r} of type {kind} cannot be compared")
