@@ -28,11 +28,14 @@ from tdg.query.v1 import query_pb2 as qpb
 from tdg.query.v1 import query_pb2_grpc
 from tdg_core.devstack import DevStackError, OpaServer, Tools, free_port
 from tdg_core.service import Service
-from tdg_core.testing import in_process
+from tdg_core.testing import KafkaBroker, in_process
+from tdg_ingest.settings import IngestSettings
+from tdg_ingest.warehouse import Warehouse
 from tdg_query.server import build_service
 from tdg_query.servicer import SERVICE_NAME
 from tdg_query.settings import QuerySettings
 
+from tests.integration.fixtures.callers import CallerFactory, QueryCaller
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
 from tests.integration.query_helpers import flight_location, read_batches
@@ -89,14 +92,18 @@ class World:
 
 
 @pytest.fixture(scope="module")
-async def world(query_caller, ingest_app, kafka) -> World:
+async def world(
+    query_caller: CallerFactory[QueryCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
+) -> World:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "ev-charging-sessions")
     for start in range(0, ROWS, 10_000):
         values = [session(i) for i in range(start, min(start + 10_000, ROWS))]
         await produce(kafka.bootstrap, dataset.id, values, LYON)
     rows, letters = await settled(
-        ingest_app.warehouse, kafka.bootstrap, dataset.id, ROWS, timeout_s=120
+        ingest_app.part(Warehouse), kafka.bootstrap, dataset.id, ROWS, timeout_s=120
     )
     assert rows.num_rows == ROWS and not letters
     admin = query_caller("platform-ops", "tdg-platform", "platform-admin")
@@ -525,7 +532,7 @@ async def test_client_cancelling_is_audited_as_cancelled(
 
 
 async def test_deadline_passing_while_the_query_is_planned_is_audited(
-    world: World, small_batches: Service[QuerySettings], ingest_app: Any
+    world: World, small_batches: Service[QuerySettings], ingest_app: Service[IngestSettings]
 ) -> None:
     """The Iceberg catalog held locked for a moment: the read cannot be planned before the
     caller's deadline."""
