@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 from google.protobuf.message import Message
 
 CONTENT_TYPE = "application/protobuf"
@@ -178,9 +178,15 @@ async def ensure_topics(
         ]
         if new:
             try:
-                await admin.create_topics(new)
+                response = await admin.create_topics(new)
             except TopicAlreadyExistsError:
-                pass  # created meanwhile by another replica
+                return  # created meanwhile by another replica
+            # The broker answers per topic, and aiokafka raises for none of them: a topic not
+            # created (the controller moving, a timeout) must not pass for one that exists.
+            for topic, code, *message in response.topic_errors:
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    error = for_code(code)
+                    raise error(f"topic {topic} not created: {message[0] if message else ''}")
     finally:
         await admin.close()
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
+from aiokafka.errors import UnknownTopicOrPartitionError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -154,7 +155,13 @@ class Outbox:
                 for r in rows:
                     by_topic.setdefault(r.topic, []).append((r.key, _event_of(r)))
                 for topic, items in by_topic.items():
-                    await self._producer.send_many(topic, items)
+                    try:
+                        await self._producer.send_many(topic, items)
+                    except UnknownTopicOrPartitionError:
+                        # Gone or never made (a broker replaced, a creation lost in an outage):
+                        # made again before the next try, since brokers do not auto-create.
+                        self._topics_ready = not self._topics
+                        raise
                 sent = [r.seq for r in rows]
                 async with write_gate(self._engine):
                     await conn.execute(

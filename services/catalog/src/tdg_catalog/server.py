@@ -1,6 +1,6 @@
 """Wires the catalog: database (migrated), outbox relay to Kafka, gRPC server.
 
-Started in this order, stopped in reverse: database, OPA client, producer, outbox relay, gRPC.
+Started in this order, stopped in reverse: database, producer, outbox relay, OPA client, gRPC.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from pathlib import Path
 from tdg.catalog.v1 import catalog_pb2_grpc
 from tdg_core import topics
 from tdg_core.auth import TokenVerifier
-from tdg_core.db import create_engine, database_up, upgrade_to_head
-from tdg_core.events import EventProducer, TopicSpec
+from tdg_core.db import database_up
+from tdg_core.events import TopicSpec
 from tdg_core.grpc import GrpcService, build_server
-from tdg_core.outbox import Outbox
 from tdg_core.policy import PolicyClient
-from tdg_core.service import Component, Service
+from tdg_core.service import Component, Service, ServiceDatabase
 
 from tdg_catalog.catalog import Catalog
 from tdg_catalog.servicer import SERVICE_NAME, CatalogServicer, resource_of
@@ -27,22 +26,20 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def build_service(settings: CatalogSettings) -> Service[CatalogSettings]:
-    engine = create_engine(settings.catalog_database_url)
-    await upgrade_to_head(engine, MIGRATIONS)
-    producer = EventProducer(settings.kafka_bootstrap, client_id="tdg-catalog")
-    relay = Outbox(
+    database = await ServiceDatabase.open(
+        settings.catalog_database_url,
+        MIGRATIONS,
+        settings.kafka_bootstrap,
+        "tdg-catalog",
         outbox,
-        engine,
-        producer,
-        topics=[
-            # Kept for ever: the change log from which other services rebuild their view.
-            TopicSpec(
-                topics.CATALOG_EVENTS,
-                partitions=settings.catalog_events_partitions,
-                config={"retention.ms": "-1"},
-            )
-        ],
+        # Kept for ever: the change log from which other services rebuild their view.
+        TopicSpec(
+            topics.CATALOG_EVENTS,
+            partitions=settings.catalog_events_partitions,
+            config={"retention.ms": "-1"},
+        ),
     )
+    engine, relay = database.engine, database.outbox
     catalog = Catalog(engine, relay, settings.catalog_search_candidates)
     policy = PolicyClient(settings.opa_url, settings.opa_timeout_s)
 
@@ -60,9 +57,7 @@ async def build_service(settings: CatalogSettings) -> Service[CatalogSettings]:
         settings,
         grpc,
         [
-            Component.resource("database", engine, engine.dispose),
+            *database.components(),
             Component.resource("opa", policy, policy.close),
-            Component.resource("producer", producer, producer.stop),
-            Component.running("outbox-relay", relay),
         ],
     )

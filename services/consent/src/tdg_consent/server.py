@@ -2,7 +2,7 @@
 service's events, the outbox relay, the OPA bundle server, the agreement expiry sweep and the gRPC
 server.
 
-Started in this order, stopped in reverse: database, OPA client, producer, outbox relay, bundle
+Started in this order, stopped in reverse: database, producer, outbox relay, OPA client, bundle
 server, bundle source, catalog follower, ingest follower, expiry sweep, gRPC. The followers and
 the relay retry by themselves while Kafka is away.
 """
@@ -15,12 +15,11 @@ from pathlib import Path
 from tdg.consent.v1 import consent_pb2_grpc
 from tdg_core import topics
 from tdg_core.auth import TokenVerifier
-from tdg_core.db import create_engine, database_up, upgrade_to_head
-from tdg_core.events import EventProducer, TopicSpec
+from tdg_core.db import database_up
+from tdg_core.events import TopicSpec
 from tdg_core.grpc import GrpcService, build_server
-from tdg_core.outbox import Outbox
 from tdg_core.policy import PolicyClient
-from tdg_core.service import Component, Service
+from tdg_core.service import Component, Service, ServiceDatabase
 
 from tdg_consent.access import Access
 from tdg_consent.bundle import PolicySettings
@@ -40,15 +39,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def build_service(settings: ConsentSettings) -> Service[ConsentSettings]:
-    engine = create_engine(settings.consent_database_url)
-    await upgrade_to_head(engine, MIGRATIONS)
-    producer = EventProducer(settings.kafka_bootstrap, client_id="tdg-consent")
-    relay = Outbox(
+    database = await ServiceDatabase.open(
+        settings.consent_database_url,
+        MIGRATIONS,
+        settings.kafka_bootstrap,
+        "tdg-consent",
         outbox,
-        engine,
-        producer,
-        topics=[TopicSpec(topics.CONSENT_EVENTS, partitions=settings.consent_events_partitions)],
+        TopicSpec(topics.CONSENT_EVENTS, partitions=settings.consent_events_partitions),
     )
+    engine, relay = database.engine, database.outbox
     policy_settings = PolicySettings(
         purposes=tuple(settings.consent_purposes),
         default_min_group_size=settings.consent_default_min_group_size,
@@ -91,10 +90,8 @@ async def build_service(settings: ConsentSettings) -> Service[ConsentSettings]:
         settings,
         grpc,
         [
-            Component.resource("database", engine, engine.dispose),
+            *database.components(),
             Component.resource("opa", policy, policy.close),
-            Component.resource("producer", producer, producer.stop),
-            Component.running("outbox-relay", relay),
             Component.running("bundle-server", bundle_server),
             Component.running("bundle-source", bundle_source),
             Component.running("catalog-follower", datasets),

@@ -5,6 +5,7 @@ Kafka probe; the Iceberg probe is `tdg_lake.probe`, since tdg-core knows nothing
 A service's `server.py` builds a `Service` from its settings; its `__main__.py` calls `run`.
 """
 
+from tdg_core.service._database import ServiceDatabase
 from tdg_core.service._kafka import kafka_probe, topics_to_create
 from tdg_core.service._lifecycle import Component, Lifecycle, Startable
 from tdg_core.service._service import Build, Service, run
@@ -14,6 +15,7 @@ __all__ = [
     "Component",
     "Lifecycle",
     "Service",
+    "ServiceDatabase",
     "Startable",
     "kafka_probe",
     "run",
