@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -101,3 +102,34 @@ async def partner_with_app(admin: ConsentCaller) -> tuple[str, str]:
             consent_pb.RegisterPartyRequest(party=party), metadata=admin.md, timeout=10
         )
     return org, app
+
+
+async def granted_application(
+    consent_caller: Callable[..., ConsentCaller],
+    dataset_id: str,
+    purpose: str,
+    conditions: consent_pb.Conditions,
+    publisher: str = "metropole-lyon",
+) -> tuple[str, str, str]:
+    """A fresh partner's application with a read agreement for `purpose`, approved by the
+    publisher's data officer with `conditions`: (org, app, agreement id)."""
+    admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
+    officer = consent_caller("lyon-data-office", publisher, "data-officer")
+    org, app_id = await partner_with_app(admin)
+    app = consent_caller(app_id, org)
+    requested = await app.stub.RequestAccess(
+        consent_pb.RequestAccessRequest(
+            dataset_id=dataset_id,
+            purposes=[purpose],
+            legal_basis=consent_pb.LEGAL_BASIS_PUBLIC_TASK,
+            justification="Plan the charging network",
+        ),
+        metadata=app.md,
+        timeout=10,
+    )
+    await officer.stub.ApproveAccess(
+        consent_pb.ApproveAccessRequest(agreement_id=requested.agreement.id, conditions=conditions),
+        metadata=officer.md,
+        timeout=10,
+    )
+    return org, app_id, requested.agreement.id

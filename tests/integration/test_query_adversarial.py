@@ -22,7 +22,7 @@ from tdg.consent.v1 import consent_pb2 as pb
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_ingest.warehouse import Warehouse
 
-from tests.integration.helpers import partner_with_app, published
+from tests.integration.helpers import granted_application, published
 from tests.integration.ingest_helpers import eventually, produce, settled
 from tests.integration.query_helpers import read_batches
 
@@ -89,26 +89,7 @@ async def agreement(
     consent_caller: Callable[..., Any], dataset_id: str, conditions: pb.Conditions
 ) -> tuple[str, str, str]:
     """A fresh partner's application with an active read agreement: (org, app, agreement id)."""
-    admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
-    officer = consent_caller("lyon-data-office", LYON, "data-officer")
-    org, app_id = await partner_with_app(admin)
-    app = consent_caller(app_id, org)
-    requested = await app.stub.RequestAccess(
-        pb.RequestAccessRequest(
-            dataset_id=dataset_id,
-            purposes=[PURPOSE],
-            legal_basis=pb.LEGAL_BASIS_PUBLIC_TASK,
-            justification="Plan the charging network",
-        ),
-        metadata=app.md,
-        timeout=10,
-    )
-    await officer.stub.ApproveAccess(
-        pb.ApproveAccessRequest(agreement_id=requested.agreement.id, conditions=conditions),
-        metadata=officer.md,
-        timeout=10,
-    )
-    return org, app_id, requested.agreement.id
+    return await granted_application(consent_caller, dataset_id, PURPOSE, conditions, LYON)
 
 
 def request(dataset_id: str, **fields: Any) -> qpb.QueryRequest:

@@ -36,7 +36,7 @@ from tdg_query.servicer import SERVICE_NAME
 from tdg_query.settings import QuerySettings
 
 from tests.integration.fixtures.callers import CallerFactory, QueryCaller
-from tests.integration.helpers import partner_with_app, published
+from tests.integration.helpers import granted_application, published
 from tests.integration.ingest_helpers import eventually, produce, settled
 from tests.integration.query_helpers import flight_location, read_batches
 
@@ -214,24 +214,8 @@ async def reader_with_agreement(
     stub: query_pb2_grpc.QueryServiceStub,
 ) -> tuple[Reader, str]:
     """A fresh partner's application reading under an active agreement: (reader, agreement)."""
-    admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
-    officer = consent_caller("lyon-data-office", LYON, "data-officer")
-    org, app_id = await partner_with_app(admin)
-    app = consent_caller(app_id, org)
-    requested = await app.stub.RequestAccess(
-        pb.RequestAccessRequest(
-            dataset_id=dataset_id,
-            purposes=[PURPOSE],
-            legal_basis=pb.LEGAL_BASIS_PUBLIC_TASK,
-            justification="Plan the charging network",
-        ),
-        metadata=app.md,
-        timeout=10,
-    )
-    await officer.stub.ApproveAccess(
-        pb.ApproveAccessRequest(agreement_id=requested.agreement.id, conditions=pb.Conditions()),
-        metadata=officer.md,
-        timeout=10,
+    org, app_id, agreement_id = await granted_application(
+        consent_caller, dataset_id, PURPOSE, pb.Conditions(), LYON
     )
     reader = Reader(stub, make_token(app_id, org, ()), app_id, org)
 
@@ -245,7 +229,7 @@ async def reader_with_agreement(
         return True
 
     await eventually(granted, 10, "the agreement reaches OPA")
-    return reader, requested.agreement.id
+    return reader, agreement_id
 
 
 # --- OPA down, then back ------------------------------------------------------------------------
