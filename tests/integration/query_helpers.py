@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import jwt
@@ -23,6 +23,9 @@ from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.service import Service
 from tdg_query.flight import QueryFlightServer
 from tdg_query.settings import QuerySettings
+
+if TYPE_CHECKING:  # the callers' fixtures import `flight_location` from here
+    from tests.integration.fixtures.callers import Bearer, QueryCaller
 
 
 def flight_location(service: Service[QuerySettings]) -> str:
@@ -127,7 +130,7 @@ class Answer:
         return {t.column: t.treatment for t in self.header.treatments}
 
 
-async def query(caller: Any, request: qpb.QueryRequest, deadline_s: float = 30.0) -> Answer:
+async def query(caller: QueryCaller, request: qpb.QueryRequest, deadline_s: float = 30.0) -> Answer:
     """The whole gRPC answer: header, the batches as one table, summary."""
     responses = [
         r async for r in caller.stub.Query(request, metadata=caller.md, timeout=deadline_s)
@@ -138,7 +141,7 @@ async def query(caller: Any, request: qpb.QueryRequest, deadline_s: float = 30.0
 
 
 async def refused(
-    caller: Any,
+    caller: QueryCaller,
     request: qpb.QueryRequest,
     code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED,
 ) -> str:
@@ -151,13 +154,15 @@ async def refused(
     raise AssertionError(f"query answered, {code.name} expected: {request}")
 
 
-def _options(caller: Any) -> flight.FlightCallOptions:
+def _options(caller: Bearer) -> flight.FlightCallOptions:
     return flight.FlightCallOptions(
         headers=[(b"authorization", f"Bearer {caller.token}".encode())], timeout=30.0
     )
 
 
-def _flight_read(caller: Any, request: qpb.QueryRequest) -> tuple[Any, pa.Table]:
+def _flight_read(
+    caller: QueryCaller, request: qpb.QueryRequest
+) -> tuple[flight.FlightInfo, pa.Table]:
     client = flight.FlightClient(caller.flight_location)
     try:
         options = _options(caller)
@@ -169,13 +174,15 @@ def _flight_read(caller: Any, request: qpb.QueryRequest) -> tuple[Any, pa.Table]
         client.close()
 
 
-async def flight_query(caller: Any, request: qpb.QueryRequest) -> tuple[Any, pa.Table]:
+async def flight_query(
+    caller: QueryCaller, request: qpb.QueryRequest
+) -> tuple[flight.FlightInfo, pa.Table]:
     """GetFlightInfo then DoGet with pyarrow.flight, in a thread (the service's Flight handlers
     need this event loop)."""
     return await asyncio.to_thread(_flight_read, caller, request)
 
 
-def _flight_list(caller: Any, purpose: str) -> list[dict[str, Any]]:
+def _flight_list(caller: QueryCaller, purpose: str) -> list[dict[str, Any]]:
     client = flight.FlightClient(caller.flight_location)
     try:
         return [
@@ -186,11 +193,11 @@ def _flight_list(caller: Any, purpose: str) -> list[dict[str, Any]]:
         client.close()
 
 
-async def list_flights(caller: Any, purpose: str = "") -> list[dict[str, Any]]:
+async def list_flights(caller: QueryCaller, purpose: str = "") -> list[dict[str, Any]]:
     return await asyncio.to_thread(_flight_list, caller, purpose)
 
 
-def principal_of(caller: Any) -> dict[str, Any]:
+def principal_of(caller: Bearer) -> dict[str, Any]:
     """The caller's subject as tdg.read takes it: party, org and roles of its token."""
     claims = jwt.decode(caller.token, options={"verify_signature": False})
     return {"party": claims["sub"], "org": claims.get("org", ""), "roles": claims.get("roles", [])}
@@ -216,8 +223,8 @@ def generalised(column: str, **how: Any) -> cpb.ColumnMask:
 
 
 async def agreement(
-    officer: Any,
-    app: Any,
+    officer: QueryCaller,
+    app: QueryCaller,
     dataset_id: str,
     purposes: Sequence[str],
     conditions: cpb.Conditions,

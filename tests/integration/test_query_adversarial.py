@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +20,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pyarrow import flight
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg.query.v1 import query_pb2_grpc
+from tdg_core.service import Service
+from tdg_core.testing import KafkaBroker
+from tdg_ingest.settings import IngestSettings
 from tdg_ingest.warehouse import Warehouse
 
+from tests.integration.fixtures.callers import CallerFactory, ConsentCaller, QueryCaller
+from tests.integration.fixtures.tokens import TokenMaker
 from tests.integration.helpers import granted_application, published
 from tests.integration.ingest_helpers import eventually, produce, settled
 from tests.integration.query_helpers import read_batches
@@ -67,7 +73,7 @@ IN_TERRITORY = sum(1 for i in range(ROWS) if COMMUNES[i % 3] == TERRITORY)
 class Party:
     """A caller of the query service: its token, for gRPC and Arrow Flight."""
 
-    stub: Any
+    stub: query_pb2_grpc.QueryServiceStub
     flight_location: str
     token: str
 
@@ -86,7 +92,7 @@ class World:
 
 
 async def agreement(
-    consent_caller: Callable[..., Any], dataset_id: str, conditions: pb.Conditions
+    consent_caller: CallerFactory[ConsentCaller], dataset_id: str, conditions: pb.Conditions
 ) -> tuple[str, str, str]:
     """A fresh partner's application with an active read agreement: (org, app, agreement id)."""
     return await granted_application(consent_caller, dataset_id, PURPOSE, conditions, LYON)
@@ -156,7 +162,11 @@ COUNT = qpb.AGGREGATE_FUNCTION_COUNT
 
 @pytest.fixture(scope="module")
 async def world(
-    query_caller, consent_caller, ingest_app, kafka, make_token: Callable[..., str]
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
+    make_token: TokenMaker,
 ) -> World:
     publisher = query_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(publisher, "ev-charging-sessions")
@@ -692,7 +702,7 @@ async def test_a_request_near_the_message_limit_is_refused_cleanly(world: World)
 # --- authentication ---------------------------------------------------------------------------
 
 
-def forged_tokens(make_token: Callable[..., str]) -> dict[str, str]:
+def forged_tokens(make_token: TokenMaker) -> dict[str, str]:
     now = int(datetime.now(UTC).timestamp())
     claims: dict[str, Any] = {
         "sub": "platform-ops",
@@ -711,7 +721,7 @@ def forged_tokens(make_token: Callable[..., str]) -> dict[str, str]:
 
 
 async def test_no_token_or_a_forged_one_is_unauthenticated(
-    world: World, make_token: Callable[..., str]
+    world: World, make_token: TokenMaker
 ) -> None:
     req = request(world.dataset_id)
     mds: dict[str, Sequence[tuple[str, str]]] = {
@@ -738,7 +748,7 @@ def flight_read(location: str, token: str | None, req: qpb.QueryRequest) -> pa.T
 
 
 async def test_flight_refuses_missing_and_forged_tokens(
-    world: World, make_token: Callable[..., str]
+    world: World, make_token: TokenMaker
 ) -> None:
     req = request(world.dataset_id, columns=["session_id"])
     tokens: dict[str, str | None] = {"no token": None, **forged_tokens(make_token)}

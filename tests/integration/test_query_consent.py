@@ -7,13 +7,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
 
 import pytest
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
+from tdg_core.service import Service
+from tdg_core.testing import KafkaBroker
+from tdg_ingest.settings import IngestSettings
 from tdg_ingest.warehouse import Warehouse
+from tdg_query.settings import QuerySettings
 
+from tests.integration.fixtures.callers import CallerFactory, ConsentCaller, QueryCaller
 from tests.integration.helpers import partner_with_app, published
 from tests.integration.ingest_helpers import eventually, produce, settled
 from tests.integration.query_helpers import (
@@ -38,7 +42,12 @@ class Households:
     reading it under a consent-based agreement (household_id served in clear, so that the test
     sees whose rows come back)."""
 
-    def __init__(self, query_caller: Any, consent_caller: Any, query_app: Any) -> None:
+    def __init__(
+        self,
+        query_caller: CallerFactory[QueryCaller],
+        consent_caller: CallerFactory[ConsentCaller],
+        query_app: Service[QuerySettings],
+    ) -> None:
         self._query_caller = query_caller
         self.query_app = query_app
         self.officer = query_caller("lyon-data-office", LYON, "data-officer")
@@ -47,10 +56,10 @@ class Households:
         run = uuid.uuid4().hex[:6]
         self.a, self.b, self.c, self.d = (f"hh-{run}-{x}" for x in "abcd")
         self.dataset_id = ""
-        self.app: Any = None
+        self._app: QueryCaller | None = None
         self.agreement_id = ""
 
-    async def setup(self, ingest_app: Any, kafka: Any) -> None:
+    async def setup(self, ingest_app: Service[IngestSettings], kafka: KafkaBroker) -> None:
         dataset = await published(self.officer, "household-energy-meters")
         self.dataset_id = dataset.id
         values = [
@@ -62,7 +71,7 @@ class Households:
         )
         assert letters == [] and rows.num_rows == len(values)
         org, app_id = await partner_with_app(self.admin)
-        self.app = self._query_caller(app_id, org)
+        self._app = self._query_caller(app_id, org)
         self.agreement_id = await agreement(
             self.officer,
             self.app,
@@ -71,6 +80,12 @@ class Households:
             cpb.Conditions(masks=[clear("household_id")]),
             legal_basis=cpb.LEGAL_BASIS_CONSENT,
         )
+
+    @property
+    def app(self) -> QueryCaller:
+        """The application under the agreement (once `setup` registered it)."""
+        assert self._app is not None, "setup() first"
+        return self._app
 
     async def give(
         self, subject: str, dataset_id: str | None = None, purpose: str = PURPOSE
@@ -110,7 +125,13 @@ class Households:
 
 
 @pytest.fixture
-async def homes(query_caller, consent_caller, query_app, ingest_app, kafka) -> Households:
+async def homes(
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    query_app: Service[QuerySettings],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
+) -> Households:
     homes = Households(query_caller, consent_caller, query_app)
     await homes.setup(ingest_app, kafka)
     return homes

@@ -12,23 +12,30 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from google.protobuf import json_format
 from pyarrow import flight
+from tdg.catalog.v1 import catalog_pb2
 from tdg.consent.v1 import consent_pb2 as cpb
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_core import topics
 from tdg_core.events import TopicSpec, ensure_topics
 from tdg_core.policy import DecisionPath, PolicyClient
 from tdg_core.read_policy import read_input
+from tdg_core.service import Service
+from tdg_core.testing import KafkaBroker, OpaEndpoint
+from tdg_ingest.settings import IngestSettings
 from tdg_ingest.warehouse import Warehouse
 from tdg_lake.catalog import open_catalog
 from tdg_query.audit import AuditLog
 from tdg_query.audit_table import AuditSink, AuditTable
+from tdg_query.settings import QuerySettings
 
+from tests.integration.fixtures.callers import CallerFactory, ConsentCaller, QueryCaller
 from tests.integration.helpers import events_for, partner_with_app, published
 from tests.integration.ingest_helpers import bike_record, eventually, produce, settled
 from tests.integration.query_helpers import (
@@ -66,7 +73,9 @@ def bikes(answer: Answer) -> list[str]:
     return sorted(answer.column("counter_id"))
 
 
-async def loaded(ingest_app: Any, kafka: Any, dataset_id: str, values: list[bytes]) -> None:
+async def loaded(
+    ingest_app: Service[IngestSettings], kafka: KafkaBroker, dataset_id: str, values: list[bytes]
+) -> None:
     """`values` sent by the publisher, once the table holds them all."""
     await produce(kafka.bootstrap, dataset_id, values, LYON)
     rows, letters = await settled(
@@ -76,8 +85,12 @@ async def loaded(ingest_app: Any, kafka: Any, dataset_id: str, values: list[byte
 
 
 async def sessions_with_app(
-    query_caller: Any, consent_caller: Any, ingest_app: Any, kafka: Any, count: int = 160
-) -> tuple[Any, Any, Any, list[dict[str, Any]], str]:
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
+    count: int = 160,
+) -> tuple[QueryCaller, QueryCaller, catalog_pb2.Dataset, list[dict[str, Any]], str]:
     """ev-charging-sessions with `count` sessions of 7 users in 4 communes, and an application
     whose agreement hashes user_id, truncates session_start to the day, keeps Lyon and
     Villeurbanne only and grants GRANTED only. (officer, app, dataset, sent, agreement id)"""
@@ -111,7 +124,9 @@ def instant(text: str) -> datetime:
 
 
 async def test_the_publisher_reads_its_own_dataset_in_clear(
-    query_caller, ingest_app, kafka
+    query_caller: CallerFactory[QueryCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
 ) -> None:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "bike-counters")
@@ -216,7 +231,7 @@ async def test_the_publisher_reads_its_own_dataset_in_clear(
 class Reader:
     """An application's queries on one dataset, every answer kept to look into afterwards."""
 
-    def __init__(self, app: Any, dataset_id: str) -> None:
+    def __init__(self, app: QueryCaller, dataset_id: str) -> None:
         self.app = app
         self.dataset_id = dataset_id
         self.answers: list[Answer] = []
@@ -249,7 +264,10 @@ def pseudonyms_of(answer: Answer, sent: dict[str, dict[str, Any]]) -> dict[str, 
 
 
 async def test_the_agreement_s_treatments_are_what_the_application_receives(
-    query_caller, consent_caller, ingest_app, kafka
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
 ) -> None:
     officer, app, dataset, records, agreement_id = await sessions_with_app(
         query_caller, consent_caller, ingest_app, kafka
@@ -337,7 +355,11 @@ async def test_the_agreement_s_treatments_are_what_the_application_receives(
 
 
 async def more_sessions_then_time_travel(
-    reader: Reader, first: Answer, ingest_app: Any, kafka: Any, records: list[dict[str, Any]]
+    reader: Reader,
+    first: Answer,
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
+    records: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """More sessions arrive; the first snapshot is still read as it was, treated the same."""
     run = records[0]["user_id"].rsplit("-", 1)[0]
@@ -357,7 +379,7 @@ async def more_sessions_then_time_travel(
     return later
 
 
-async def refusals(app: Any, dataset_id: str, agreement_id: str, user: str) -> None:
+async def refusals(app: QueryCaller, dataset_id: str, agreement_id: str, user: str) -> None:
     """What the agreement does not grant, the application cannot have, and is told why."""
 
     def request(**fields: Any) -> qpb.QueryRequest:
@@ -387,7 +409,7 @@ async def refusals(app: Any, dataset_id: str, agreement_id: str, user: str) -> N
 
 
 async def test_a_restricted_dataset_without_an_agreement_is_refused(
-    query_caller, consent_caller
+    query_caller: CallerFactory[QueryCaller], consent_caller: CallerFactory[ConsentCaller]
 ) -> None:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
@@ -405,7 +427,10 @@ async def test_a_restricted_dataset_without_an_agreement_is_refused(
 
 
 async def test_generalised_columns_never_show_the_value_itself(
-    query_caller, consent_caller, ingest_app, kafka
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
 ) -> None:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
@@ -465,7 +490,10 @@ async def test_generalised_columns_never_show_the_value_itself(
 
 
 async def test_aggregate_only_access_hides_groups_of_fewer_than_k_subjects(
-    query_caller, consent_caller, ingest_app, kafka
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
 ) -> None:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
@@ -541,7 +569,10 @@ async def test_aggregate_only_access_hides_groups_of_fewer_than_k_subjects(
 
 
 async def test_aggregate_only_without_a_subject_column_counts_rows(
-    query_caller, consent_caller, ingest_app, kafka
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
 ) -> None:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
@@ -579,7 +610,11 @@ async def test_aggregate_only_without_a_subject_column_counts_rows(
 # --- time travel --------------------------------------------------------------------------------
 
 
-async def test_time_travel_reads_an_earlier_snapshot(query_caller, ingest_app, kafka) -> None:
+async def test_time_travel_reads_an_earlier_snapshot(
+    query_caller: CallerFactory[QueryCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
+) -> None:
     officer = query_caller("lyon-data-office", LYON, "data-officer")
     dataset = await published(officer, "bike-counters")
     first = [bike_record(i) for i in range(60)]
@@ -632,7 +667,10 @@ async def test_time_travel_reads_an_earlier_snapshot(query_caller, ingest_app, k
 
 
 async def test_flight_and_grpc_answer_the_same_tables(
-    query_caller, consent_caller, ingest_app, kafka
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    kafka: KafkaBroker,
 ) -> None:
     officer, app, dataset, sent, _ = await sessions_with_app(
         query_caller, consent_caller, ingest_app, kafka, count=120
@@ -720,7 +758,12 @@ async def test_flight_and_grpc_answer_the_same_tables(
 
 
 async def test_every_query_is_audited_and_the_salt_never_leaves(
-    query_caller, consent_caller, ingest_app, query_app, kafka, opa
+    query_caller: CallerFactory[QueryCaller],
+    consent_caller: CallerFactory[ConsentCaller],
+    ingest_app: Service[IngestSettings],
+    query_app: Service[QuerySettings],
+    kafka: KafkaBroker,
+    opa: OpaEndpoint,
 ) -> None:
     officer, app, dataset, sent, agreement_id = await sessions_with_app(
         query_caller, consent_caller, ingest_app, kafka, count=80
@@ -799,7 +842,9 @@ async def test_every_query_is_audited_and_the_salt_never_leaves(
         assert salt.encode() not in event.data and salt not in str(event)
 
 
-async def test_the_audit_sink_reads_its_topic_created_after_it_started(kafka, tmp_path) -> None:
+async def test_the_audit_sink_reads_its_topic_created_after_it_started(
+    kafka: KafkaBroker, tmp_path: Path
+) -> None:
     """The query service's first start on a fresh cluster: the sink starts, then the audit topic
     is created; the records sent to it must reach the audit table within seconds."""
     run = uuid.uuid4().hex[:8]
@@ -829,7 +874,7 @@ async def test_the_audit_sink_reads_its_topic_created_after_it_started(kafka, tm
         await sink.stop()
 
 
-async def salt_of(opa_url: str, dataset: Any, caller: Any) -> str:
+async def salt_of(opa_url: str, dataset: catalog_pb2.Dataset, caller: QueryCaller) -> str:
     """The hashing salt of the caller's agreement, as OPA hands it to the query service."""
     policy = PolicyClient(opa_url, timeout_s=5.0)
     try:

@@ -10,7 +10,7 @@ import sqlite3
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,14 +28,15 @@ from tdg.query.v1 import query_pb2 as qpb
 from tdg.query.v1 import query_pb2_grpc
 from tdg_core.devstack import DevStackError, OpaServer, Tools, free_port
 from tdg_core.service import Service
-from tdg_core.testing import KafkaBroker, in_process
+from tdg_core.testing import KafkaBroker, OpaEndpoint, in_process
 from tdg_ingest.settings import IngestSettings
 from tdg_ingest.warehouse import Warehouse
 from tdg_query.server import build_service
 from tdg_query.servicer import SERVICE_NAME
 from tdg_query.settings import QuerySettings
 
-from tests.integration.fixtures.callers import CallerFactory, QueryCaller
+from tests.integration.fixtures.callers import CallerFactory, ConsentCaller, QueryCaller
+from tests.integration.fixtures.tokens import TokenMaker
 from tests.integration.helpers import granted_application, published
 from tests.integration.ingest_helpers import eventually, produce, settled
 from tests.integration.query_helpers import flight_location, read_batches
@@ -165,7 +166,7 @@ async def failing(
     deadline_s: float = 60,
     pace_s: float = 0.0,
     after_batches: int = -1,
-    meanwhile: Callable[[], Any] | None = None,
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
 ) -> Failed:
     """Read a query that must fail, at `pace_s` per message; `meanwhile` is awaited once, after
     `after_batches` batches. Fails the test if the answer completes."""
@@ -208,8 +209,8 @@ async def audited(admin: Reader, query_id: str, timeout_s: float = 30) -> qpb.Au
 
 
 async def reader_with_agreement(
-    consent_caller: Callable[..., Any],
-    make_token: Callable[..., str],
+    consent_caller: CallerFactory[ConsentCaller],
+    make_token: TokenMaker,
     dataset_id: str,
     stub: query_pb2_grpc.QueryServiceStub,
 ) -> tuple[Reader, str]:
@@ -253,7 +254,7 @@ async def health(app: Service[QuerySettings]) -> int:
 
 
 async def test_opa_down_fails_closed_then_recovers_by_itself(
-    world: World, query_app: Service[QuerySettings], opa, tmp_path: Path
+    world: World, query_app: Service[QuerySettings], opa: OpaEndpoint, tmp_path: Path
 ) -> None:
     """A dedicated OPA (pulling the session's registry bundle) behind a dedicated query service,
     so that stopping it leaves the session's OPA alone."""
@@ -406,8 +407,8 @@ async def small_batches(
 async def test_agreement_revoked_mid_stream_stops_it(
     world: World,
     small_batches: Service[QuerySettings],
-    consent_caller: Callable[..., Any],
-    make_token: Callable[..., str],
+    consent_caller: CallerFactory[ConsentCaller],
+    make_token: TokenMaker,
 ) -> None:
     officer = consent_caller("lyon-data-office", LYON, "data-officer")
     async with channel_to(small_batches) as ch:
@@ -442,8 +443,8 @@ async def test_agreement_revoked_mid_stream_stops_it(
 async def test_party_suspended_mid_stream_stops_it(
     world: World,
     small_batches: Service[QuerySettings],
-    consent_caller: Callable[..., Any],
-    make_token: Callable[..., str],
+    consent_caller: CallerFactory[ConsentCaller],
+    make_token: TokenMaker,
 ) -> None:
     admin = consent_caller("platform-ops", "tdg-platform", "platform-admin")
     async with channel_to(small_batches) as ch:
