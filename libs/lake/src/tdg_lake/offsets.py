@@ -23,18 +23,6 @@ from tdg_lake.tables import COMMIT_ATTEMPTS, write_data_files
 
 log = structlog.get_logger("tdg.lake.offsets")
 
-# Re-exported: maintenance imports them from here.
-__all__ = [
-    "COMMIT_ATTEMPTS",
-    "StaleOffsets",
-    "append_exactly_once",
-    "encode_offsets",
-    "offset_summaries",
-    "offsets_in",
-    "show_offsets",
-    "write_data_files",
-]
-
 
 def encode_offsets(topic: str, offsets: dict[int, int]) -> str:
     partitions = {str(p): o for p, o in sorted(offsets.items())}

@@ -28,7 +28,7 @@ from pyiceberg.manifest import DataFile
 from pyiceberg.table import FileScanTask, Table
 from pyiceberg.table.snapshots import Snapshot, ancestors_of
 from pyiceberg.typedef import Record
-from tdg_lake.offsets import COMMIT_ATTEMPTS, write_data_files
+from tdg_lake.tables import COMMIT_ATTEMPTS, write_data_files
 
 from tdg_ingest.contract import MAINTENANCE_PROPERTY
 from tdg_ingest.warehouse import Warehouse, carried_offsets
