@@ -59,9 +59,7 @@ class IngestWorker:
     ) -> None:
         self._settings = settings
         self._directory = directory
-        self._provisioner = provisioner
         self._warehouse = warehouse
-        self._writes = writes
         self._locks = locks
         self._triager = Triager(directory, provisioner, writes, settings.ingest_max_record_bytes)
         self._dlq: DeadLetterWriter | None = None
