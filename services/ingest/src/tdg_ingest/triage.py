@@ -42,6 +42,7 @@ class Triage:
     entry: DatasetEntry  # at the schema version the rows were checked against
     table: pa.Table
     positions: list[int]  # position in the batch of each row of `table`
+    producers: list[str]  # the producer header of each record of the batch ("" when absent)
     rejects: list[tuple[int, Reject]]  # (position in the batch, why), in batch order
     decisions: dict[str, WriteDecision]  # the tdg.write decision of each producer of the batch
 
@@ -65,6 +66,7 @@ class Triager:
     ) -> Triage:
         """Raises Unavailable when a dependency (OPA, a table being evolved) cannot answer: the
         batch is then kept and tried again, never dead-lettered for it."""
+        producers = [header(r, PRODUCER_HEADER) for r in records]
         if not entry.accepting:
             reason = Reject(
                 0,
@@ -74,11 +76,11 @@ class Triager:
                 + (f": {entry.deprecation_reason}" if entry.deprecation_reason else ""),
             )
             empty = entry.schema.arrow_schema().empty_table()
-            return Triage(entry, empty, [], [(i, reason) for i in range(len(records))], {})
+            every = [(i, reason) for i in range(len(records))]
+            return Triage(entry, empty, [], producers, every, {})
         rejects: list[tuple[int, Reject]] = []
         decisions: dict[str, WriteDecision] = {}
         allowed: list[int] = []
-        producers = [header(r, PRODUCER_HEADER) for r in records]
         orgs: dict[str, str] = {}
         for producer, record in zip(producers, records, strict=True):
             if producer and producer not in orgs:
@@ -120,7 +122,7 @@ class Triager:
             rejects.append((allowed[reject.index], reject))
         rejects.sort(key=lambda item: item[0])
         positions = pc.take(pa.array(allowed, pa.int64()), validated.indexes)
-        return Triage(entry, validated.table, positions.to_pylist(), rejects, decisions)
+        return Triage(entry, validated.table, positions.to_pylist(), producers, rejects, decisions)
 
     def _validator(self, entry: DatasetEntry) -> RecordValidator:
         key = (entry.id, entry.schema.version)

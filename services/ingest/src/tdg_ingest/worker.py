@@ -40,7 +40,7 @@ from tdg_ingest.locks import TableLocks
 from tdg_ingest.provisioner import Provisioner
 from tdg_ingest.records import Reject
 from tdg_ingest.settings import IngestSettings
-from tdg_ingest.triage import Triage, Triager, header
+from tdg_ingest.triage import Triage, Triager
 from tdg_ingest.warehouse import Warehouse
 from tdg_ingest.writes import WritePermissions
 
@@ -135,11 +135,13 @@ class IngestWorker:
         triaged = await self._triager.triage(entry, records)
         entry = triaged.entry
         tally = DeliveryTally()
-        letters = [self._letter(entry, records[i], reject) for i, reject in triaged.rejects]
+        producers = triaged.producers
+        letters = [
+            self._letter(entry, records[i], producers[i], reject) for i, reject in triaged.rejects
+        ]
         for i, reject in triaged.rejects:
-            r = records[i]
             tally.add_rejected(
-                header(r, PRODUCER_HEADER), r.timestamp, f"{reject.category}/{reject.code}"
+                producers[i], records[i].timestamp, f"{reject.category}/{reject.code}"
             )
         table = triaged.table
         properties = {SCHEMA_VERSION_PROPERTY: str(entry.schema.version)}
@@ -188,7 +190,7 @@ class IngestWorker:
         if not pa.types.is_timestamp(event_time.type):
             event_time = pc.cast(event_time, pa.timestamp("us", tz="UTC"))
         arrival = pa.array([records[i].timestamp for i in triaged.positions], pa.int64())
-        producers = [header(records[i], PRODUCER_HEADER) for i in triaged.positions]
+        producers = [triaged.producers[i] for i in triaged.positions]
         distinct = list(dict.fromkeys(producers))
         if len(distinct) == 1:
             tally.add_accepted(distinct[0], arrival, event_time.combine_chunks())
@@ -203,14 +205,18 @@ class IngestWorker:
             )
 
     def _letter(
-        self, entry: DatasetEntry, record: ConsumerRecord[bytes, bytes], reject: Reject
+        self,
+        entry: DatasetEntry,
+        record: ConsumerRecord[bytes, bytes],
+        producer: str,
+        reject: Reject,
     ) -> DeadLetter:
         return DeadLetter(
             dataset_id=entry.id,
             source_topic=record.topic,
             source_partition=record.partition,
             source_offset=record.offset,
-            producer=header(record, PRODUCER_HEADER),
+            producer=producer,
             category=reject.category,
             code=reject.code,
             message=reject.message,
