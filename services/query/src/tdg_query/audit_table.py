@@ -251,9 +251,7 @@ def _iso(moment: datetime) -> str:
 def decode(message: ConsumerRecord[bytes, bytes]) -> AuditRecord | None:
     """The AuditRecord of a QueryAudited CloudEvent; None (logged) for anything else."""
     try:
-        event = CloudEvent.from_headers(
-            [(k, bytes(v)) for k, v in message.headers or ()], message.value or b""
-        )
+        event = CloudEvent.from_headers(message.headers or (), message.value or b"")
         audited = event.parse(QueryAudited)
     except Exception as exc:  # anything that is not a QueryAudited CloudEvent
         log.error(
