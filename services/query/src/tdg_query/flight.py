@@ -51,6 +51,7 @@ from tdg_query.execution import Execution
 from tdg_query.failures import Cancelled
 from tdg_query.readable import Readable
 from tdg_query.request import Asked
+from tdg_query.servicer import dataset_resource
 from tdg_query.tickets import Tickets
 
 log = structlog.get_logger("tdg.query.flight")
@@ -191,15 +192,6 @@ def query_request(descriptor: Any) -> qpb.QueryRequest:
             "descriptor.cmd", f"is not a serialized tdg.query.v1.QueryRequest: {exc}"
         ) from None
     return request
-
-
-def dataset_resource(dataset_id: str) -> dict[str, Any]:
-    """tdg.rpc's `resource` for a call on a dataset, as the gRPC service sends it (a dataset id is
-    `<publisher>.<name>`)."""
-    if not dataset_id:
-        return {}
-    publisher = dataset_id.partition(".")[0]
-    return {"dataset_id": dataset_id, "dataset": {"id": dataset_id, "publisher": publisher}}
 
 
 def purpose_of(criteria: bytes) -> str:
