@@ -312,13 +312,11 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             raise flight_error(exc) from None
 
     def _next_batch(self, context: Any, execution: Execution) -> pa.RecordBatch | None:
-        """The next batch, unless the server stops or the caller went away."""
-        if self._streams.stopping:
-            raise Stopping()
-        if context.is_cancelled():
-            raise Cancelled("the caller cancelled the query or its deadline passed")
+        """The next batch, unless the server stops (`reading` says) or the caller went away."""
         try:
             with self._streams.reading(context, execution):
+                if context.is_cancelled():
+                    raise Cancelled("the caller cancelled the query or its deadline passed")
                 return execution.next_batch()
         except Cancelled:  # DuckDB interrupted: by the caller leaving, or by the server stopping
             if self._streams.stopping:
