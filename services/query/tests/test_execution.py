@@ -39,19 +39,13 @@ from tdg_query.decision import Decision
 from tdg_query.engine import Decided, Engine, Limits, Prepared
 from tdg_query.execution import Execution
 from tdg_query.failures import Cancelled
-from tdg_query.flight import (
-    QueryFlightServer,
-    dataset_resource,
-    flight_error,
-    purpose_of,
-    query_request,
-)
+from tdg_query.flight import QueryFlightServer, flight_error, purpose_of, query_request
 from tdg_query.model import Query
 from tdg_query.planner import Plan
 from tdg_query.readable import ReadableDataset
 from tdg_query.request import Asked
 from tdg_query.revocations import Revocations
-from tdg_query.servicer import SERVICE_NAME, QueryServicer, register
+from tdg_query.servicer import SERVICE_NAME, QueryServicer, dataset_resource, register
 from tdg_query.tickets import TICKET_GONE, Tickets
 
 # Tickets

@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from tdg.events.v1.query_events_pb2 import QueryAudited
 from tdg.query.v1.query_pb2 import AuditRecord
 from tdg_core import topics
-from tdg_core.background import Background
+from tdg_core.background import Background, log_failure
 from tdg_core.events import CloudEvent, EventProducer, TopicSpec
 
 from tdg_query.failures import DEPENDENCY_FAILURES
@@ -217,13 +217,13 @@ class AuditLog:
                 delay = min(0.2 * 2**failures, 5.0)
                 # Kafka away is expected; anything else is a fault, told with its traceback.
                 # Either way the records stay queued: an answer given is never unaudited.
-                expected = isinstance(exc, DEPENDENCY_FAILURES)
-                (log.warning if expected else log.error)(
+                log_failure(
+                    log,
                     "audit records not sent yet, will retry",
+                    exc,
+                    dependencies=DEPENDENCY_FAILURES,
                     pending=self.pending(),
                     retry_in_s=delay,
-                    error=repr(exc),
-                    exc_info=not expected,
                 )
                 # A fresh producer for the retry; sent again, a record keeps its CloudEvent id
                 # (the query id), by which the sink drops a copy.

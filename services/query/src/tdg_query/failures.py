@@ -22,8 +22,8 @@ import aiohttp
 import duckdb
 import grpc
 import structlog
-from aiokafka.errors import KafkaError
 from pyiceberg.exceptions import CommitFailedException, RESTError
+from tdg_core import background
 from tdg_core.errors import (
     DomainError,
     Internal,
@@ -36,10 +36,9 @@ from tdg_core.errors import (
 
 log = structlog.get_logger("tdg.query")
 
-# OSError covers files, sockets and timeouts (TimeoutError), and Arrow's IO errors.
+# Besides Kafka and OSError (files, sockets, timeouts, Arrow's IO errors), which every service has:
 DEPENDENCY_FAILURES: tuple[type[BaseException], ...] = (
-    OSError,
-    KafkaError,
+    *background.DEPENDENCY_FAILURES,
     aiohttp.ClientError,  # OPA
     grpc.RpcError,  # the consent service
     RESTError,  # an Iceberg REST catalog

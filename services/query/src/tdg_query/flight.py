@@ -51,6 +51,7 @@ from tdg_query.execution import Execution
 from tdg_query.failures import Cancelled
 from tdg_query.readable import Readable
 from tdg_query.request import Asked
+from tdg_query.servicer import dataset_resource
 from tdg_query.tickets import Tickets
 
 log = structlog.get_logger("tdg.query.flight")
@@ -193,15 +194,6 @@ def query_request(descriptor: Any) -> qpb.QueryRequest:
     return request
 
 
-def dataset_resource(dataset_id: str) -> dict[str, Any]:
-    """tdg.rpc's `resource` for a call on a dataset, as the gRPC service sends it (a dataset id is
-    `<publisher>.<name>`)."""
-    if not dataset_id:
-        return {}
-    publisher = dataset_id.partition(".")[0]
-    return {"dataset_id": dataset_id, "dataset": {"id": dataset_id, "publisher": publisher}}
-
-
 def purpose_of(criteria: bytes) -> str:
     try:
         return criteria.decode().strip()
@@ -320,13 +312,11 @@ class QueryFlightServer(flight.FlightServerBase):  # type: ignore[misc]
             raise flight_error(exc) from None
 
     def _next_batch(self, context: Any, execution: Execution) -> pa.RecordBatch | None:
-        """The next batch, unless the server stops or the caller went away."""
-        if self._streams.stopping:
-            raise Stopping()
-        if context.is_cancelled():
-            raise Cancelled("the caller cancelled the query or its deadline passed")
+        """The next batch, unless the server stops (`reading` says) or the caller went away."""
         try:
             with self._streams.reading(context, execution):
+                if context.is_cancelled():
+                    raise Cancelled("the caller cancelled the query or its deadline passed")
                 return execution.next_batch()
         except Cancelled:  # DuckDB interrupted: by the caller leaving, or by the server stopping
             if self._streams.stopping:

@@ -28,19 +28,26 @@ SERVICE_NAME = "tdg.query.v1.QueryService"
 MAX_AUDIT_RESULTS = 1000
 
 
+def dataset_resource(dataset_id: str, publisher: str | None = None) -> dict[str, Any]:
+    """tdg.rpc's `resource` for a call on a dataset, for gRPC and Arrow Flight alike (its publisher
+    decides who audits; when not given, the one its id names: `<publisher>.<name>`)."""
+    if not dataset_id:
+        return {}
+    if publisher is None:
+        publisher = dataset_id.partition(".")[0]
+    return {"dataset_id": dataset_id, "dataset": {"id": dataset_id, "publisher": publisher}}
+
+
 class ResourceFinder:
-    """The `resource` of tdg.rpc: the dataset a call names (its publisher decides who audits)."""
+    """The `resource` of tdg.rpc: the dataset a call names, its publisher from the catalog."""
 
     def __init__(self, datasets: CatalogView[Entry]) -> None:
         self._datasets = datasets
 
     def __call__(self, rpc: str, request: Any) -> dict[str, Any]:
         dataset_id = getattr(request, "dataset_id", "") if request is not None else ""
-        if not dataset_id:
-            return {}
-        entry = self._datasets.get(dataset_id)
-        publisher = entry.dataset.publisher if entry else dataset_id.partition(".")[0]
-        return {"dataset_id": dataset_id, "dataset": {"id": dataset_id, "publisher": publisher}}
+        entry = self._datasets.get(dataset_id) if dataset_id else None
+        return dataset_resource(dataset_id, entry.dataset.publisher if entry else None)
 
 
 # A QueryResponse whose `arrow_batch` (field 2, length-delimited) is the bytes that follow.
