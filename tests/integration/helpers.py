@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
@@ -14,7 +13,7 @@ from tdg_cli.dataset_file import load_register_request, load_schema
 from tdg_core import topics
 from tdg_core.events import CloudEvent
 
-from tests.integration.fixtures.callers import CatalogClient, ConsentCaller
+from tests.integration.fixtures.callers import CallerFactory, CatalogClient, ConsentCaller
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -105,7 +104,7 @@ async def partner_with_app(admin: ConsentCaller) -> tuple[str, str]:
 
 
 async def granted_application(
-    consent_caller: Callable[..., ConsentCaller],
+    consent_caller: CallerFactory[ConsentCaller],
     dataset_id: str,
     purpose: str,
     conditions: consent_pb.Conditions,

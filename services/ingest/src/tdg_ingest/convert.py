@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.ingest.v1 import ingest_pb2 as pb
@@ -27,13 +28,16 @@ def ts(moment: datetime | None) -> Timestamp | None:
     return t
 
 
+def _from_ts(message: Any, field: str) -> datetime | None:
+    """The message's timestamp `field` in UTC, None when unset."""
+    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
+
+
 def delivery_window(
     request: pb.GetDeliveryIndicatorsRequest,
 ) -> tuple[datetime | None, datetime | None]:
     """The request's `since` and `until`, None when unset."""
-    since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
-    until = request.until.ToDatetime(tzinfo=UTC) if request.HasField("until") else None
-    return since, until
+    return _from_ts(request, "since"), _from_ts(request, "until")
 
 
 async def record_batches(requests: AsyncIterator[pb.PublishRequest]) -> AsyncIterator[RecordBatch]:
@@ -98,22 +102,22 @@ def reject_to_pb(letter: DeadLetter) -> pb.Reject:
 
 def reject_filter_from_pb(message: pb.RejectFilter, field: str = "filter") -> RejectFilter:
     """The checked filter; InvalidArgument names the offending field, e.g. `filter.category`."""
-    since = message.since.ToDatetime(tzinfo=UTC) if message.HasField("since") else None
     return RejectFilter(
         dataset_id=message.dataset_id,
         category=message.category,
         code=message.code,
         producer=message.producer,
-        since=since,
+        since=_from_ts(message, "since"),
     ).check(field)
 
 
 def indicator_to_pb(indicator: Indicator) -> pb.DeliveryIndicator:
     c = indicator.commitments
-    message = pb.DeliveryIndicator(
+    return pb.DeliveryIndicator(
         dataset_id=indicator.dataset_id,
         producer=indicator.producer,
         period=indicator.period,
+        period_start=ts(indicator.period_start),
         received=indicator.received,
         accepted=indicator.accepted,
         rejected=indicator.rejected,
@@ -131,8 +135,6 @@ def indicator_to_pb(indicator: Indicator) -> pb.DeliveryIndicator:
         availability_met=indicator.availability_met,
         validity_met=indicator.validity_met,
     )
-    message.period_start.FromDatetime(indicator.period_start)
-    return message
 
 
 def compaction_to_pb(result: CompactionResult) -> pb.CompactTableResponse:

@@ -9,7 +9,8 @@ erasure) from racing the rewrite. The `CompactTable` RPC and the background loop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -81,25 +82,22 @@ class TableUpkeep:
 
     async def keep_rolled_up(self, every_s: float) -> None:
         """Roll up every dataset's indicators every `every_s` seconds, forever."""
-        while True:
-            await asyncio.sleep(every_s)
-            try:
-                await self.roll_up([e.id for e in self._directory.with_tables()])
-            except Exception as exc:
-                log_failure(
-                    log, "indicator roll-up failed, will retry", exc, dependencies=LAKE_FAILURES
-                )
+        await self._every(every_s, self.roll_up, "indicator roll-up failed, will retry")
 
     async def keep_compacted(self, every_s: float, retention: timedelta) -> None:
         """Compact every dataset's table every `every_s` seconds, expiring snapshots older than
         `retention`, forever."""
+        compact = functools.partial(self.compact, expire_older_than=retention)
+        await self._every(every_s, compact, "table maintenance failed, will retry")
+
+    async def _every(
+        self, every_s: float, work: Callable[[Sequence[str]], Awaitable[object]], failed: str
+    ) -> None:
+        """`work` on every dataset with a table every `every_s` seconds; a failure is logged and
+        the loop goes on."""
         while True:
             await asyncio.sleep(every_s)
             try:
-                await self.compact(
-                    [e.id for e in self._directory.with_tables()], expire_older_than=retention
-                )
+                await work([e.id for e in self._directory.with_tables()])
             except Exception as exc:
-                log_failure(
-                    log, "table maintenance failed, will retry", exc, dependencies=LAKE_FAILURES
-                )
+                log_failure(log, failed, exc, dependencies=LAKE_FAILURES)

@@ -61,7 +61,6 @@ from tdg_consent.store._tables import (
     counters,
     datasets,
     erasures,
-    metadata_obj,
     outbox,
     parties,
 )
@@ -100,7 +99,6 @@ __all__ = [
     "list_erasures",
     "list_parties",
     "mark_consumed",
-    "metadata_obj",
     "outbox",
     "parties",
     "parties_since",

@@ -73,10 +73,10 @@ async def save_erasure_progress(conn: AsyncConnection, e: Erasure) -> None:
 
 
 async def get_erasure(conn: AsyncConnection, erasure_id: str) -> Erasure:
-    row = (await conn.execute(select(erasures).where(erasures.c.id == erasure_id))).first()
-    if row is None:
+    erasure = await find_erasure(conn, erasure_id)
+    if erasure is None:
         raise NotFound(f"erasure request '{erasure_id}' not found")
-    return _erasure_of(row)
+    return erasure
 
 
 async def list_erasures(

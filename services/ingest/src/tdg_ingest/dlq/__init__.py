@@ -30,32 +30,8 @@ compaction bound that cost); the page token holds the next offset of every parti
 
 from __future__ import annotations
 
-from tdg_ingest.dlq._letter import (
-    CATEGORIES,
-    DEFAULT_PAGE_SIZE,
-    MAX_MESSAGE_CHARS,
-    MAX_PAGE_SIZE,
-    DeadLetter,
-    RejectFilter,
-    decode,
-    dlq_key,
-    encode,
-    parse_reject_id,
-)
+from tdg_ingest.dlq._letter import DeadLetter, RejectFilter, encode
 from tdg_ingest.dlq._reader import DeadLetterReader
 from tdg_ingest.dlq._send import DeadLetterWriter
 
-__all__ = [
-    "CATEGORIES",
-    "DEFAULT_PAGE_SIZE",
-    "MAX_MESSAGE_CHARS",
-    "MAX_PAGE_SIZE",
-    "DeadLetter",
-    "DeadLetterReader",
-    "DeadLetterWriter",
-    "RejectFilter",
-    "decode",
-    "dlq_key",
-    "encode",
-    "parse_reject_id",
-]
+__all__ = ["DeadLetter", "DeadLetterReader", "DeadLetterWriter", "RejectFilter", "encode"]
