@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.catalog.v1 import catalog_pb2 as pb
 from tdg_core.errors import InvalidArgument
+from tdg_core.timestamps import to_timestamp
 
 from tdg_catalog.model import (
     AccessLevel,
@@ -37,14 +35,6 @@ STATUS_TO_PB = {
     Status.DEPRECATED: pb.DATASET_STATUS_DEPRECATED,
 }
 STATUS_FROM_PB = {v: k for k, v in STATUS_TO_PB.items()}
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def access_level_from_pb(value: int, field: str) -> AccessLevel:
@@ -137,7 +127,7 @@ def schema_to_pb(s: Schema) -> pb.Schema:
         event_time_column=s.event_time_column,
         key_columns=s.key_columns,
         subject_column=s.subject_column,
-        created_at=_ts(s.created_at),
+        created_at=to_timestamp(s.created_at),
     )
 
 
@@ -149,7 +139,7 @@ def dataset_to_pb(d: Dataset) -> pb.Dataset:
         status=STATUS_TO_PB[d.status],
         schema=schema_to_pb(d.schema),
         latest_schema_version=d.latest_schema_version,
-        created_at=_ts(d.created_at),
-        updated_at=_ts(d.updated_at),
+        created_at=to_timestamp(d.created_at),
+        updated_at=to_timestamp(d.updated_at),
         deprecation_reason=d.deprecation_reason,
     )

@@ -7,12 +7,11 @@ Enums map by name: the proto value `AGREEMENT_STATE_ACTIVE` is the domain value 
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.consent.v1 import consent_pb2 as pb
 from tdg_core.errors import InvalidArgument
+from tdg_core.timestamps import from_timestamp, to_timestamp
 
 from tdg_consent.model import (
     AccessKind,
@@ -69,21 +68,6 @@ def from_pb_enum(cls: type[E], number: int, field: str, required: bool = True) -
     return cls(value)
 
 
-def ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    t = Timestamp()
-    t.FromDatetime(value.astimezone(UTC))
-    return t
-
-
-def from_ts(message: Any, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    value: datetime = getattr(message, field).ToDatetime(tzinfo=UTC)
-    return value
-
-
 # --- parties --------------------------------------------------------------------------------
 
 
@@ -98,8 +82,8 @@ def party_to_pb(p: Party) -> pb.Party:
         contact=p.contact,
         status=to_pb_enum(p.status),
         suspension_reason=p.suspension_reason,
-        created_at=ts(p.created_at),
-        updated_at=ts(p.updated_at),
+        created_at=to_timestamp(p.created_at),
+        updated_at=to_timestamp(p.updated_at),
     )
 
 
@@ -148,8 +132,8 @@ def conditions_from_pb(m: pb.Conditions) -> Conditions:
         territory_filter=TerritoryFilter(tf.column, tuple(tf.codes)) if tf else None,
         aggregate_only=m.aggregate_only,
         min_group_size=m.min_group_size,
-        valid_from=from_ts(m, "valid_from"),
-        valid_until=from_ts(m, "valid_until"),
+        valid_from=from_timestamp(m, "valid_from"),
+        valid_until=from_timestamp(m, "valid_until"),
         commitments=Commitments(cm.max_freshness_lag_s, cm.completeness_pct, cm.validity_rate_pct)
         if cm
         else None,
@@ -194,8 +178,8 @@ def conditions_to_pb(c: Conditions) -> pb.Conditions:
         else None,
         aggregate_only=c.aggregate_only,
         min_group_size=c.min_group_size,
-        valid_from=ts(c.valid_from),
-        valid_until=ts(c.valid_until),
+        valid_from=to_timestamp(c.valid_from),
+        valid_until=to_timestamp(c.valid_until),
         commitments=commitments_to_pb(c.commitments),
     )
 
@@ -216,11 +200,11 @@ def agreement_to_pb(a: Agreement) -> pb.Agreement:
         requested_by=a.requested_by,
         decided_by=a.decided_by,
         reason=a.reason,
-        created_at=ts(a.created_at),
-        updated_at=ts(a.updated_at),
+        created_at=to_timestamp(a.created_at),
+        updated_at=to_timestamp(a.updated_at),
         history=[
             pb.AgreementEvent(
-                state=to_pb_enum(e.state), actor=e.actor, reason=e.reason, at=ts(e.at)
+                state=to_pb_enum(e.state), actor=e.actor, reason=e.reason, at=to_timestamp(e.at)
             )
             for e in a.history
         ],
@@ -238,8 +222,8 @@ def consent_to_pb(c: Consent) -> pb.Consent:
         dataset_id=c.dataset_id,
         state=to_pb_enum(c.state),
         source=c.source,
-        given_at=ts(c.given_at),
-        withdrawn_at=ts(c.withdrawn_at),
+        given_at=to_timestamp(c.given_at),
+        withdrawn_at=to_timestamp(c.withdrawn_at),
         revision=c.revision,
     )
 
@@ -253,14 +237,14 @@ def erasure_to_pb(e: Erasure) -> pb.Erasure:
         source=e.source,
         state=to_pb_enum(e.state),
         requested_by=e.requested_by,
-        requested_at=ts(e.requested_at),
-        completed_at=ts(e.completed_at),
+        requested_at=to_timestamp(e.requested_at),
+        completed_at=to_timestamp(e.completed_at),
         datasets=[
             pb.DatasetErasure(
                 dataset_id=d.dataset_id,
                 snapshot_id=d.snapshot_id,
                 rows_deleted=d.rows_deleted,
-                completed_at=ts(d.completed_at),
+                completed_at=to_timestamp(d.completed_at),
             )
             for d in e.datasets
         ],

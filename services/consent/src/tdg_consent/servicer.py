@@ -11,6 +11,7 @@ from tdg.consent.v1 import consent_pb2 as pb
 from tdg.consent.v1 import consent_pb2_grpc
 from tdg_core.errors import InvalidArgument, NotFound
 from tdg_core.grpc import current_principal
+from tdg_core.timestamps import to_timestamp
 
 from tdg_consent.access import Access, AccessRequest
 from tdg_consent.consents import Consents
@@ -24,7 +25,6 @@ from tdg_consent.convert import (
     party_from_pb,
     party_to_pb,
     to_pb_enum,
-    ts,
 )
 from tdg_consent.erasures import Erasures
 from tdg_consent.model import (
@@ -267,7 +267,7 @@ class ConsentServicer(consent_pb2_grpc.ConsentServiceServicer):
                         if g.agreement and g.agreement.conditions
                         else None
                     ),
-                    valid_until=ts(
+                    valid_until=to_timestamp(
                         g.agreement.conditions.valid_until
                         if g.agreement and g.agreement.conditions
                         else None

@@ -7,11 +7,10 @@ Timestamps: a naive datetime is taken as UTC, and every datetime read is aware, 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.ingest.v1 import ingest_pb2 as pb
+from tdg_core.timestamps import from_timestamp, to_timestamp
 
 from tdg_ingest.dlq import DeadLetter, RejectFilter
 from tdg_ingest.front_door import PublishTotals, RecordBatch
@@ -20,24 +19,11 @@ from tdg_ingest.maintenance import CompactionResult
 from tdg_ingest.status import DatasetFigures
 
 
-def ts(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    t = Timestamp()
-    t.FromDatetime(moment)  # converts an aware datetime to UTC, takes a naive one as UTC
-    return t
-
-
-def _from_ts(message: Any, field: str) -> datetime | None:
-    """The message's timestamp `field` in UTC, None when unset."""
-    return getattr(message, field).ToDatetime(tzinfo=UTC) if message.HasField(field) else None
-
-
 def delivery_window(
     request: pb.GetDeliveryIndicatorsRequest,
 ) -> tuple[datetime | None, datetime | None]:
     """The request's `since` and `until`, None when unset."""
-    return _from_ts(request, "since"), _from_ts(request, "until")
+    return from_timestamp(request, "since"), from_timestamp(request, "until")
 
 
 async def record_batches(requests: AsyncIterator[pb.PublishRequest]) -> AsyncIterator[RecordBatch]:
@@ -76,8 +62,8 @@ def status_to_pb(f: DatasetFigures) -> pb.DatasetStatus:
         state=f.state,
         lag_records=f.lag_records,
         records_per_s=f.records_per_s,
-        last_event_time=ts(f.last_event_time),
-        last_commit_time=ts(f.last_commit_time),
+        last_event_time=to_timestamp(f.last_event_time),
+        last_commit_time=to_timestamp(f.last_commit_time),
         rows_stored=f.rows_stored,
         records_rejected=f.records_rejected,
         snapshot_id=f.snapshot_id,
@@ -94,7 +80,7 @@ def reject_to_pb(letter: DeadLetter) -> pb.Reject:
         source_offset=letter.source_offset,
         producer=letter.producer,
         reason=pb.Reason(category=letter.category, code=letter.code, message=letter.message),
-        rejected_at=ts(letter.rejected_at),
+        rejected_at=to_timestamp(letter.rejected_at),
         value=letter.value,
         schema_version=letter.schema_version,
     )
@@ -107,7 +93,7 @@ def reject_filter_from_pb(message: pb.RejectFilter, field: str = "filter") -> Re
         category=message.category,
         code=message.code,
         producer=message.producer,
-        since=_from_ts(message, "since"),
+        since=from_timestamp(message, "since"),
     ).check(field)
 
 
@@ -117,7 +103,7 @@ def indicator_to_pb(indicator: Indicator) -> pb.DeliveryIndicator:
         dataset_id=indicator.dataset_id,
         producer=indicator.producer,
         period=indicator.period,
-        period_start=ts(indicator.period_start),
+        period_start=to_timestamp(indicator.period_start),
         received=indicator.received,
         accepted=indicator.accepted,
         rejected=indicator.rejected,

@@ -11,8 +11,7 @@ from datetime import datetime
 from tdg.events.v1 import consent_events_pb2 as consent_ev
 from tdg.events.v1 import ingest_events_pb2 as ingest_ev
 from tdg_core.events import CloudEvent
-
-from tdg_ingest.convert import ts
+from tdg_core.timestamps import to_timestamp
 
 SOURCE = "tdg-ingest"
 _REQUESTED = consent_ev.ErasureRequested.DESCRIPTOR.full_name
@@ -62,7 +61,7 @@ def erasure_carried_out(
             dataset_id=a.dataset_id,
             snapshot_id=a.snapshot_id,
             rows_deleted=a.rows_deleted,
-            applied_at=ts(a.applied_at),
+            applied_at=to_timestamp(a.applied_at),
             failure=a.failure,
         )
         events.append((a.dataset_id, CloudEvent.of(payload, SOURCE, a.dataset_id)))
@@ -70,7 +69,7 @@ def erasure_carried_out(
         erasure_id=request.id,
         subject_id=request.subject_id,
         dataset_ids=[a.dataset_id for a in applied],
-        completed_at=ts(completed_at),
+        completed_at=to_timestamp(completed_at),
         failure="; ".join(f"{a.dataset_id}: {a.failure}" for a in applied if a.failure),
     )
     events.append((request.id, CloudEvent.of(completed, SOURCE, request.id)))

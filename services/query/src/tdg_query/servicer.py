@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 import pyarrow as pa
-from google.protobuf.timestamp_pb2 import Timestamp
 from tdg.query.v1 import query_pb2 as qpb
 from tdg_core.catalog_view import CatalogView
 from tdg_core.errors import InvalidArgument
 from tdg_core.grpc.context import current_principal
+from tdg_core.timestamps import from_timestamp
 
 from tdg_query.audit_table import AuditTable
 from tdg_query.engine import Engine, Entry, Prepared
@@ -162,9 +161,6 @@ class QueryServicer:
         if not 0 < limit <= MAX_AUDIT_RESULTS:
             raise InvalidArgument("limit", f"between 1 and {MAX_AUDIT_RESULTS}")
 
-        def when(ts: Timestamp, present: bool) -> datetime | None:
-            return ts.ToDatetime().replace(tzinfo=UTC) if present else None
-
         records = await asyncio.to_thread(
             self._audit_table.search,
             dataset_id=request.dataset_id,
@@ -172,8 +168,8 @@ class QueryServicer:
             purpose=request.purpose,
             agreement_id=request.agreement_id,
             query_id=request.query_id,
-            since=when(request.since, request.HasField("since")),
-            until=when(request.until, request.HasField("until")),
+            since=from_timestamp(request, "since"),
+            until=from_timestamp(request, "until"),
             limit=limit,
         )
         return qpb.SearchAuditResponse(records=records)
