@@ -78,7 +78,8 @@ def append_exactly_once(
     advanced to `end`; StaleOffsets when the table is not at `start` (a partition the table holds
     no offset for is accepted from wherever the batch began). On a commit conflict the table is
     `reload`ed and its offsets checked again: pyiceberg's own retry (switched off on these tables)
-    would re-apply the append on top of the other writer's. Returns the new snapshot id."""
+    would re-apply the append on top of the other writer's. A parent snapshot expired under the
+    append (table maintenance) is such a conflict too. Returns the new snapshot id."""
     name = ".".join(table.name())
     files: list[DataFile] | None = None
     try:
@@ -91,14 +92,19 @@ def append_exactly_once(
             if files is None:  # written once, committed by whichever attempt succeeds
                 files = write_data_files(table, data)
             summary = {**(properties or {}), prop: encode_offsets(topic, {**committed, **end})}
-            tx = table.transaction()
-            with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
-                for data_file in files:
-                    append.append_data_file(data_file)
             try:
+                tx = table.transaction()
+                with tx.update_snapshot(snapshot_properties=summary).fast_append() as append:
+                    for data_file in files:
+                        append.append_data_file(data_file)
                 tx.commit_transaction()
             except CommitFailedException:
                 log.info("commit conflict, re-checking offsets", table=name)
+                continue
+            except FileNotFoundError:
+                # The snapshot this append builds on was expired meanwhile and its manifest list
+                # deleted: the table has moved on, as in a conflict.
+                log.info("parent snapshot expired, re-checking offsets", table=name)
                 continue
             return int(append.snapshot_id)
         raise CommitFailedException(f"{name}: {COMMIT_ATTEMPTS} commit conflicts in a row")
